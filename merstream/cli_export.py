@@ -1,0 +1,1 @@
+"""`merstream export` (see the module that implements it)."""

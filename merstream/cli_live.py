@@ -1,0 +1,1 @@
+"""`merstream live` (see the module that implements it)."""

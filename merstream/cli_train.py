@@ -1,0 +1,1 @@
+"""`merstream train` (see the module that implements it)."""

@@ -1,0 +1,116 @@
+"""Model and stream settings as dataclasses, stored as JSON (open_clip style).
+
+A model config names its CLIP architecture (an open_clip model name such as ``ViT-B-32``, or a
+full ``{"embed_dim", "vision_cfg", "text_cfg"}`` dict), its label set, query word, fusion order,
+decoder size, ablation switches, thresholds and the signal parameters of each modality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MerstreamError
+
+EMOTIONS_6 = ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+SENTIMENT_2 = ["negative", "positive"]
+
+MODALITIES = ("L", "V", "A")
+ABLATIONS = ("full", "no_cmd", "no_le", "no_cmd_no_le")
+TASKS = ("emotion", "sentiment")
+
+
+@dataclass
+class AudioConfig:
+    """Log-Mel "image" of one audio segment (MER-CLIP section 3: 224 bins, 64 ms / 32 ms)."""
+
+    sample_rate: int = 16000
+    segment_seconds: float = 2.0
+    n_mels: int = 224
+    win_ms: float = 64.0
+    hop_ms: float = 32.0
+    image_size: int = 224  # the spectrogram is resized to image_size x image_size, 3 channels
+
+
+@dataclass
+class ModelConfig:
+    clip: Any = "ViT-B-32"  # open_clip model name, or a full open_clip model config dict
+    pretrained: str | None = None  # open_clip pretrained tag or path to a local weights file
+    task: str = "emotion"  # "emotion": multi-label sigmoid; "sentiment": softmax
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS_6))
+    query_word: str | None = "Emotion"  # None -> the query is the learnable prompt alone
+    n_ctx: int = 8  # learnable context vectors per prompt (CoOp)
+    fusion_order: list[str] = field(default_factory=lambda: list(MODALITIES))
+    cmd_heads: int = 8
+    cmd_mlp_ratio: float = 4.0
+    cmd_dropout: float = 0.0
+    ablation: str = "full"
+    threshold: float = 0.6  # emotion: sigmoid(standardised similarity) >= threshold
+    logit_scale_init: float = 1 / 0.07  # sentiment: similarity x learnable scale
+    num_frames: int = 12  # T_V frames sampled regularly from a window
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.audio, dict):
+            self.audio = AudioConfig(**self.audio)
+        self.fusion_order = [m.upper() for m in self.fusion_order]
+        if self.task not in TASKS:
+            raise MerstreamError(f"config: task must be one of {TASKS}, got {self.task!r}")
+        if self.ablation not in ABLATIONS:
+            raise MerstreamError(f"config: ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        bad = [m for m in self.fusion_order if m not in MODALITIES]
+        if bad or not self.fusion_order or len(set(self.fusion_order)) != len(self.fusion_order):
+            raise MerstreamError(
+                f"config: fusion_order must be 1-3 distinct modalities of L, V, A, got {self.fusion_order}"
+            )
+        if not self.labels:
+            raise MerstreamError("config: labels must not be empty")
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.fusion_order)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise MerstreamError(f"config: unknown keys {unknown}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise MerstreamError(f"model config not found: {p}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MerstreamError(f"model config {p} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise MerstreamError(f"model config {p} must hold a JSON object")
+        return cls.from_dict(d)
+
+
+@dataclass
+class StreamConfig:
+    """How media is cut into scored windows."""
+
+    window: float = 2.0  # seconds per window
+    hop: float = 1.0  # seconds between window starts
+    text_left_context: float = 0.0  # seconds of earlier words added to a window's transcript
+
+    def __post_init__(self) -> None:
+        if not (self.window > 0 and self.hop > 0):
+            raise MerstreamError(f"--window and --hop must be > 0 (got {self.window}, {self.hop})")
+        if self.text_left_context < 0:
+            raise MerstreamError("text_left_context must be >= 0")

@@ -1,0 +1,252 @@
+"""The streaming engine: push media in, pull scored windows out.
+
+    engine = Engine(scorer, StreamConfig(window=2, hop=1), has_video=True, has_audio=True)
+    engine.insert_frame(t, rgb)          # a video frame at media time t (seconds)
+    engine.insert_audio(samples)         # the next chunk of 16 kHz mono audio (contiguous from 0)
+    engine.insert_words(words, until=t)  # transcript words committed up to media time t
+    for result in engine.process_iter(): # every window whose media has fully arrived
+        ...
+    engine.finish(duration)              # end of stream: the remaining windows
+
+Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
+so overlapping windows reuse embeddings; a transcript is re-encoded only when its text changes.
+Raw frames, audio and cache entries older than the next window are evicted, so memory is bounded.
+The engine is single-threaded; threads live in the sources/live driver around it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict, deque
+
+import numpy as np
+
+from ..asr import Word
+from ..config import StreamConfig
+from ..model.spectrogram import LogMelImage
+from ..preprocess import shrink, to_model_input
+from ..scorer import Scorer
+from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
+
+TEXT_CACHE_SIZE = 256
+
+
+class Engine:
+    def __init__(
+        self,
+        scorer: Scorer,
+        stream: StreamConfig | None = None,
+        has_video: bool = True,
+        has_audio: bool = True,
+        has_text: bool = True,
+        max_pending: int | None = None,
+    ):
+        self.scorer = scorer
+        self.stream = stream or StreamConfig()
+        mods = scorer.modalities
+        self.use = {"V": has_video and "V" in mods, "A": has_audio and "A" in mods, "L": has_text and "L" in mods}
+        self.has_video, self.has_audio, self.has_text = has_video, has_audio, has_text
+        self.max_pending = max_pending  # live: when more windows are ready than this, drop the oldest
+        self.sr = scorer.audio_cfg.sample_rate
+        self.seg_seconds = scorer.audio_cfg.segment_seconds
+        self.seg_samples = int(round(self.seg_seconds * self.sr))
+        self.melimage = LogMelImage(scorer.audio_cfg)
+        self.counters = Counters()
+        self.next_index = 0
+        # media state
+        self.frame_times: deque[float] = deque()
+        self.frames: deque[np.ndarray] = deque()
+        self.video_time = -math.inf
+        self.audio = np.zeros(0, dtype=np.float32)
+        self.audio_offset = 0  # sample index of self.audio[0]
+        self.words: list[Word] = []
+        self.text_until = -math.inf
+        # caches
+        self.frame_cache: dict[float, np.ndarray] = {}
+        self.segment_cache: dict[float, np.ndarray] = {}
+        self.text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # ---- input ---------------------------------------------------------------------------
+    def insert_frame(self, t: float, rgb: np.ndarray) -> None:
+        if t <= self.video_time:
+            return
+        self.frame_times.append(t)
+        self.frames.append(shrink(rgb, self.scorer.image_size))
+        self.video_time = t
+
+    def insert_audio(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.audio = np.concatenate([self.audio, samples]) if len(self.audio) else samples.copy()
+
+    @property
+    def audio_time(self) -> float:
+        return (self.audio_offset + len(self.audio)) / self.sr
+
+    def insert_words(self, words: list[Word], until: float | None = None) -> None:
+        self.words.extend(words)
+        self.words.sort(key=lambda w: w.start)
+        if until is not None:
+            self.text_until = max(self.text_until, until)
+
+    # ---- output --------------------------------------------------------------------------
+    def _ready(self, w: Window) -> bool:
+        return (
+            (not self.has_video or self.video_time >= w.end)
+            and (not self.has_audio or self.audio_time >= w.end)
+            and (not self.has_text or self.text_until >= w.end)
+        )
+
+    def process_iter(self) -> list[WindowResult]:
+        """Score every window whose media has fully arrived."""
+        ready = []
+        while True:
+            w = window_at(self.next_index, self.stream.window, self.stream.hop)
+            if not self._ready(w):
+                break
+            ready.append(w)
+            self.next_index += 1
+        if self.max_pending is not None and len(ready) > self.max_pending:
+            self.counters.windows_dropped += len(ready) - self.max_pending
+            ready = ready[-self.max_pending :]
+        return self._score(ready, duration=None)
+
+    def finish(self, duration: float | None = None) -> list[WindowResult]:
+        """End of stream: score the remaining windows that start before the end of the media."""
+        if duration is None:
+            duration = max(self.video_time if self.has_video else 0.0, self.audio_time if self.has_audio else 0.0)
+        n = window_count(duration, self.stream.window, self.stream.hop)
+        ready = [window_at(i, self.stream.window, self.stream.hop) for i in range(self.next_index, n)]
+        self.next_index = max(self.next_index, n)
+        return self._score(ready, duration=duration)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _nearest_frame(self, t: float) -> float | None:
+        if not self.frame_times:
+            return None
+        times = self.frame_times
+        i = bisect.bisect_left(times, t)
+        best = None
+        for j in (i - 1, i):
+            if 0 <= j < len(times) and (best is None or abs(times[j] - t) < abs(best - t)):
+                best = times[j]
+        return best
+
+    def _frames_for(self, w: Window, end: float) -> list[float]:
+        """Cache keys (frame times) of the T_V frames nearest the window's sample times."""
+        if not self.use["V"]:
+            return []
+        n = self.scorer.cfg.num_frames
+        tol = (w.end - w.start) / (2 * n)  # half a sampling step: farther frames belong elsewhere
+        keys = []
+        for t in w.frame_times(n):
+            k = self._nearest_frame(t)
+            if k is not None and w.start - tol <= k < end + tol:
+                keys.append(k)
+        return keys
+
+    def _segments_for(self, w: Window, end: float) -> list[float]:
+        if not self.use["A"]:
+            return []
+        return [s for s in w.segment_starts(self.seg_seconds) if s < min(end, self.audio_time)]
+
+    def _score(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
+        if not windows:
+            return []
+        plans = []
+        for w in windows:
+            end = min(w.end, duration) if duration is not None else w.end
+            text = words_in(self.words, w.start, end, self.stream.text_left_context) if self.use["L"] else ""
+            plans.append((w, end, self._frames_for(w, end), self._segments_for(w, end), text))
+        self._encode_frames({k for p in plans for k in p[2]})
+        self._encode_segments({s for p in plans for s in p[3]})
+        self._encode_texts({p[4] for p in plans if p[4]})
+
+        d = self.scorer.embed_dim
+        b = len(plans)
+        pooled = {m: np.zeros((b, d), dtype=np.float32) for m in self.scorer.modalities}
+        present = {m: np.zeros(b, dtype=np.float32) for m in self.scorer.modalities}
+        for i, (w, end, fkeys, segs, text) in enumerate(plans):
+            if fkeys:
+                pooled["V"][i] = np.mean([self.frame_cache[k] for k in fkeys], axis=0)
+                present["V"][i] = 1
+            if segs:
+                pooled["A"][i] = np.mean([self.segment_cache[s] for s in segs], axis=0)
+                present["A"][i] = 1
+            if text:
+                pooled["L"][i] = self.text_cache[text]
+                present["L"][i] = 1
+        probs = self.scorer.score(pooled, present)
+        preds = self.scorer.predict(probs)
+        labels = self.scorer.labels
+        results = []
+        for i, (w, end, fkeys, segs, text) in enumerate(plans):
+            scores = {lab: float(probs[i, j]) for j, lab in enumerate(labels)}
+            results.append(
+                WindowResult(
+                    index=w.index, start=w.start, end=end, scores=scores,
+                    labels=[lab for j, lab in enumerate(labels) if preds[i, j]],
+                    top=labels[int(np.argmax(probs[i]))], text=text,
+                    modalities="".join(m for m in self.scorer.modalities if present[m][i] > 0),
+                    frames=len(fkeys), segments=len(segs),
+                )
+            )
+        self.counters.windows_scored += len(results)
+        self._evict(window_at(self.next_index, self.stream.window, self.stream.hop).start)
+        return results
+
+    def _encode_frames(self, keys: set[float]) -> None:
+        missing = sorted(k for k in keys if k not in self.frame_cache)
+        self.counters.frame_cache_hits += len(keys) - len(missing)
+        if not missing:
+            return
+        idx = {t: i for i, t in enumerate(self.frame_times)}
+        batch = to_model_input([self.frames[idx[k]] for k in missing], self.scorer.image_size)
+        for k, e in zip(missing, self.scorer.encode_frames(batch)):
+            self.frame_cache[k] = e
+        self.counters.frames_encoded += len(missing)
+
+    def _segment_audio(self, start: float) -> np.ndarray:
+        a = int(round(start * self.sr)) - self.audio_offset
+        seg = self.audio[max(a, 0) : max(a, 0) + self.seg_samples]
+        return np.pad(seg, (0, self.seg_samples - len(seg)))
+
+    def _encode_segments(self, starts: set[float]) -> None:
+        missing = sorted(s for s in starts if s not in self.segment_cache)
+        self.counters.segment_cache_hits += len(starts) - len(missing)
+        if not missing:
+            return
+        images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
+        for s, e in zip(missing, self.scorer.encode_audio(images)):
+            self.segment_cache[s] = e
+        self.counters.segments_encoded += len(missing)
+
+    def _encode_texts(self, texts: set[str]) -> None:
+        missing = sorted(t for t in texts if t not in self.text_cache)
+        self.counters.text_cache_hits += len(texts) - len(missing)
+        for t in texts - set(missing):
+            self.text_cache.move_to_end(t)
+        if missing:
+            for t, e in zip(missing, self.scorer.encode_text(self.scorer.tokenize(missing))):
+                self.text_cache[t] = e
+            self.counters.texts_encoded += len(missing)
+        while len(self.text_cache) > TEXT_CACHE_SIZE:
+            self.text_cache.popitem(last=False)
+
+    def _evict(self, next_start: float) -> None:
+        """Drop media and cache entries no later window can use."""
+        keep_from = next_start - 0.5
+        while len(self.frame_times) > 1 and self.frame_times[1] < keep_from:
+            self.frame_times.popleft()
+            self.frames.popleft()
+        for k in [k for k in self.frame_cache if k < keep_from]:
+            del self.frame_cache[k]
+        for s in [s for s in self.segment_cache if s < next_start]:
+            del self.segment_cache[s]
+        cut = int(next_start * self.sr) - self.audio_offset
+        if cut > 0:
+            self.audio = self.audio[cut:]
+            self.audio_offset += cut
+        lo = next_start - self.stream.text_left_context - 30.0
+        if self.words and self.words[0].end < lo:
+            self.words = [w for w in self.words if w.end >= lo]

@@ -1,0 +1,109 @@
+"""Media decoding with PyAV: probe a file, iterate video frames lazily, read audio as 16 kHz mono.
+
+Every decoding failure becomes a one-line :class:`MerstreamError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .errors import MerstreamError
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    duration: float  # seconds (best estimate from the container; refined while decoding)
+    has_video: bool
+    has_audio: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+def _open(path: str | Path):
+    p = Path(path)
+    if not p.exists():
+        raise MerstreamError(f"no such file: {p}")
+    if p.is_dir():
+        raise MerstreamError(f"{p} is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise MerstreamError(f"{p} is empty (0 bytes)")
+    try:
+        return av.open(str(p))
+    except av.FFmpegError as e:
+        raise MerstreamError(f"{p} is not a readable video or audio file ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+    return str(getattr(e, "strerror", None) or e).splitlines()[0]
+
+
+def probe(path: str | Path) -> MediaInfo:
+    with _open(path) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        if v is None and a is None:
+            raise MerstreamError(f"{path} has neither a video nor an audio stream")
+        duration = 0.0
+        if c.duration:
+            duration = c.duration / av.time_base
+        elif v is not None and v.duration and v.time_base:
+            duration = float(v.duration * v.time_base)
+        fps = float(v.average_rate) if v is not None and v.average_rate else None
+        return MediaInfo(
+            str(path), duration, v is not None, a is not None, fps,
+            v.codec_context.width if v is not None else None,
+            v.codec_context.height if v is not None else None,
+        )
+
+
+def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame."""
+    with _open(path) as c:
+        if not c.streams.video:
+            return
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = stream.start_time if stream.start_time is not None else 0
+        tb = float(stream.time_base)
+        last = -1.0
+        try:
+            for frame in c.decode(stream):
+                if frame.pts is None:
+                    t = last + 1.0 / float(stream.average_rate or 30)
+                else:
+                    t = (frame.pts - start) * tb
+                if t <= last:  # duplicate or out-of-order timestamp: keep time monotonic
+                    t = last + 1e-3
+                last = t
+                yield t, frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as e:
+            raise MerstreamError(f"{path}: video decoding failed after {max(last, 0):.2f} s, file truncated or corrupt ({_reason(e)})") from None
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
+    """The first audio stream as float32 mono at ``sample_rate`` (None when there is none)."""
+    with _open(path) as c:
+        if not c.streams.audio:
+            return None
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in c.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as e:
+            done = sum(len(x) for x in chunks) / sample_rate
+            raise MerstreamError(f"{path}: audio decoding failed after {done:.2f} s, file truncated or corrupt ({_reason(e)})") from None
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,0 +1,56 @@
+"""Audio segment -> log-Mel "image" (MER-CLIP: 224 Mel bins, 64 ms window, 32 ms hop, 2 s).
+
+The spectrogram (n_mels x frames, 224 x 63 for 2 s at 16 kHz) is log-compressed, scaled to
+roughly unit range with fixed constants (so loudness is kept, unlike per-image normalisation),
+resized to ``image_size`` x ``image_size`` and repeated over 3 channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from ..config import AudioConfig
+
+LOG_OFFSET = 1e-6
+LOG_MEAN = -6.0  # fixed scaling of log-Mel power to about [-1, 1] for speech at normal levels
+LOG_SCALE = 6.0
+
+
+class LogMelImage:
+    def __init__(self, cfg: AudioConfig):
+        self.cfg = cfg
+        self.segment_samples = int(round(cfg.segment_seconds * cfg.sample_rate))
+        self.win_length = int(round(cfg.win_ms * cfg.sample_rate / 1000))
+        self.hop_length = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=self.win_length,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+        )
+
+    def mel_spectrogram(self, segments: torch.Tensor) -> torch.Tensor:
+        """[N, samples] -> [N, n_mels, frames] log-Mel, fixed scaling."""
+        with torch.no_grad():
+            spec = self.mel(segments.float())
+        return (torch.log(spec + LOG_OFFSET) - LOG_MEAN) / LOG_SCALE
+
+    def __call__(self, segments) -> np.ndarray:
+        """[N, samples] float waveform (zero-padded or cut to the segment length) -> [N, 3, S, S]."""
+        x = torch.as_tensor(np.asarray(segments, dtype=np.float32))
+        if x.ndim == 1:
+            x = x[None]
+        n = self.segment_samples
+        if x.shape[1] < n:
+            x = F.pad(x, (0, n - x.shape[1]))
+        x = x[:, :n]
+        spec = self.mel_spectrogram(x).flip(1)  # low frequencies at the bottom of the image
+        size = self.cfg.image_size
+        img = F.interpolate(spec[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        return img.expand(-1, 3, -1, -1).contiguous().numpy()

@@ -1,0 +1,91 @@
+"""open_clip towers: build a CLIP model from a name or a config dict, and a text tower that can
+take learnable prompt vectors in place of some token embeddings."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import nn
+
+from ..errors import MerstreamError
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+open_clip.add_model_config(_CONFIG_DIR)  # registers merstream-tiny and friends with open_clip
+
+
+def clip_model_config(clip) -> dict:
+    """The open_clip model config dict for an architecture name or a full dict."""
+    if isinstance(clip, dict):
+        return clip
+    cfg = open_clip.get_model_config(clip)
+    if cfg is None:
+        raise MerstreamError(f"unknown CLIP architecture {clip!r} (see open_clip.list_models())")
+    return cfg
+
+
+def build_clip(clip) -> open_clip.CLIP:
+    """A randomly initialised open_clip CLIP model (weights are loaded separately)."""
+    cfg = copy.deepcopy(clip_model_config(clip))
+    cfg.pop("custom_text", None)
+    for key in ("hf_tokenizer_name", "tokenizer_kwargs"):
+        cfg.get("text_cfg", {}).pop(key, None)
+    try:
+        model = open_clip.CLIP(**cfg)
+    except TypeError as e:
+        raise MerstreamError(f"CLIP architecture {clip!r} is not a plain CLIP config: {e}") from None
+    return model
+
+
+@lru_cache(maxsize=4)
+def get_tokenizer(context_length: int = 77):
+    logging.getLogger("open_clip").setLevel(logging.ERROR)
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+
+class TextTower(nn.Module):
+    """CLIP text transformer with EOS ("argmax") pooling and projection.
+
+    ``forward(tokens)`` encodes token ids; ``forward(tokens, prompt=ctx)`` replaces the token
+    embeddings at positions 1..n_ctx with learnable context vectors (CoOp prompts).
+    """
+
+    def __init__(self, clip: open_clip.CLIP):
+        super().__init__()
+        self.token_embedding = copy.deepcopy(clip.token_embedding)
+        self.positional_embedding = copy.deepcopy(clip.positional_embedding)
+        self.transformer = copy.deepcopy(clip.transformer)
+        self.ln_final = copy.deepcopy(clip.ln_final)
+        self.text_projection = copy.deepcopy(clip.text_projection)
+        self.register_buffer("attn_mask", clip.attn_mask.clone(), persistent=False)
+        self.context_length = int(self.positional_embedding.shape[0])
+        self.width = int(self.token_embedding.weight.shape[1])
+
+    def forward(self, tokens: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.token_embedding(tokens)
+        if prompt is not None:
+            n = prompt.shape[0]
+            ctx = prompt.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+            x = torch.cat([x[:, :1], ctx, x[:, 1 + n :]], dim=1)
+        x = x + self.positional_embedding.to(x.dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        x = self.ln_final(x)
+        eos = tokens.argmax(dim=-1)  # the EOT token has the largest id in CLIP's vocabulary
+        x = x[torch.arange(x.shape[0], device=x.device), eos]
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+
+def vision_tower(clip: open_clip.CLIP) -> nn.Module:
+    """An independent copy of the CLIP image tower (class-token output, projected)."""
+    return copy.deepcopy(clip.visual)
+
+
+def image_size(clip_cfg: dict) -> int:
+    size = clip_cfg["vision_cfg"].get("image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -1,0 +1,74 @@
+"""CLIP weights: an open_clip pretrained tag (downloaded once, cached) or a local file.
+
+Model hubs may be unreachable. open_clip's hub call can wait ~50 s before failing, so we check
+the cache first (offline), then the network with a short timeout, and fail with one line that
+says how to pass a local file instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import open_clip
+
+from ..errors import MerstreamError
+from .towers import build_clip
+
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_clip(arch, pretrained: str | None):
+    """An open_clip CLIP of architecture ``arch`` with weights from ``pretrained``.
+
+    ``pretrained`` is None (random init), a path to a local weights file, or an open_clip tag
+    (e.g. ``laion2b_s34b_b79k``) for a named architecture.
+    """
+    model = build_clip(arch)
+    if pretrained is None:
+        return model
+    local = Path(pretrained).expanduser()
+    if local.exists():
+        try:
+            open_clip.load_checkpoint(model, str(local))
+        except Exception as e:  # torch.load / key errors: report one line
+            raise MerstreamError(f"cannot load CLIP weights from {local}: {str(e).splitlines()[0]}") from None
+        return model
+    if isinstance(arch, dict):
+        raise MerstreamError(f"CLIP weights file not found: {pretrained}")
+    if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+        raise MerstreamError(
+            f"{pretrained!r} is neither a file nor an open_clip pretrained tag for {arch} "
+            f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'})"
+        )
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # cache only, instant
+    try:
+        return open_clip.create_model(arch, pretrained=pretrained)
+    except Exception:
+        pass
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+    if not hub_reachable():
+        raise MerstreamError(
+            f"cannot download CLIP weights {arch}/{pretrained}: no network (the model hub is unreachable). "
+            f"Download them on a connected machine and pass the file: --clip-weights PATH"
+        )
+    try:
+        return open_clip.create_model(arch, pretrained=pretrained)  # hub download shows a progress bar
+    except Exception as e:
+        raise MerstreamError(f"downloading CLIP weights {arch}/{pretrained} failed: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,139 @@
+"""One scorer interface for the runtime, with a torch backend here (ONNX in merstream.onnx_scorer).
+
+Inputs and outputs are numpy arrays so backends are interchangeable:
+
+    encode_frames([N, 3, S, S] float32)  -> [N, D]
+    encode_audio([N, 3, S, S] float32)   -> [N, D]
+    encode_text([N, C] int64 token ids)  -> [N, D]
+    score({m: [B, D]}, {m: [B]})         -> [B, K] probabilities for the current labels
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import AudioConfig, ModelConfig
+from .model.mer_clip import MerClip, standardise
+from .model.prompts import text_tokens
+
+
+class Scorer:
+    name = "base"
+    cfg: ModelConfig
+    labels: list[str]
+    embed_dim: int
+    image_size: int
+    context_length: int
+    provider = "cpu"
+    notice: str | None = None
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.cfg.modalities
+
+    @property
+    def audio_cfg(self) -> AudioConfig:
+        return self.cfg.audio
+
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        return text_tokens(texts, self.context_length).numpy()
+
+    def predict(self, probs: np.ndarray) -> np.ndarray:
+        if self.cfg.task == "emotion":
+            return probs >= self.cfg.threshold
+        out = np.zeros_like(probs, dtype=bool)
+        out[np.arange(len(probs)), probs.argmax(-1)] = True
+        return out
+
+    def encode_frames(self, x: np.ndarray) -> np.ndarray: ...
+    def encode_audio(self, x: np.ndarray) -> np.ndarray: ...
+    def encode_text(self, tokens: np.ndarray) -> np.ndarray: ...
+    def score(self, pooled: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray: ...
+    def set_labels(self, labels: list[str]) -> None: ...
+
+
+class TorchScorer(Scorer):
+    """Scores with a :class:`MerClip` in torch (eager, no grad)."""
+
+    name = "torch"
+
+    def __init__(self, model: MerClip, labels: list[str] | None = None, batch_size: int = 32):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.embed_dim = model.embed_dim
+        self.image_size = model.image_size
+        self.context_length = model.context_length
+        self.batch_size = batch_size
+        self.set_labels(labels or list(model.cfg.labels))
+
+    def set_labels(self, labels: list[str]) -> None:
+        if not self.model.use_le and list(labels) != list(self.cfg.labels):
+            from .errors import MerstreamError
+
+            raise MerstreamError("this model has no label encoder (ablation no_le): its labels are fixed")
+        self.labels = list(labels)
+        with torch.no_grad():
+            self.label_emb = self.model.label_embeddings(self.labels) if self.model.use_le else None
+
+    @torch.no_grad()
+    def _batched(self, fn, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        outs = [fn(torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))) for i in range(0, len(x), self.batch_size)]
+        return torch.cat(outs).float().numpy()
+
+    def encode_frames(self, x):
+        return self._batched(self.model.encode_frames, x)
+
+    def encode_audio(self, x):
+        return self._batched(self.model.encode_audio, x)
+
+    def encode_text(self, tokens):
+        return self._batched(self.model.encode_text, tokens.astype(np.int64))
+
+    @torch.no_grad()
+    def score(self, pooled, present):
+        p = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in pooled.items()}
+        s = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in present.items()}
+        fused = self.model.fuse(p, s)
+        sim = self.model.similarity(fused, self.label_emb)
+        return self.model.probabilities(sim).numpy()
+
+
+class ZeroShotScorer(TorchScorer):
+    """Pretrained CLIP without a trained checkpoint: frames vs "a photo of a {label} face." with
+    the image tower, the transcript vs "a {label} statement." with the text tower; the
+    per-modality softmax(100 * cosine) distributions are averaged over the modalities present.
+    Audio is not used (CLIP was never trained on spectrograms)."""
+
+    name = "torch-zero-shot"
+
+    def set_labels(self, labels):
+        self.labels = list(labels)
+        with torch.no_grad():
+            self.zs = {m: self.model.zero_shot_label_embeddings(self.labels, m) for m in ("V", "L")}
+
+    @torch.no_grad()
+    def score(self, pooled, present):
+        total, weight = 0.0, 0.0
+        for m in ("V", "L"):
+            if m not in pooled:
+                continue
+            x = torch.nn.functional.normalize(torch.from_numpy(np.asarray(pooled[m], dtype=np.float32)), dim=-1)
+            t = torch.nn.functional.normalize(self.zs[m], dim=-1)
+            w = torch.from_numpy(np.asarray(present[m], dtype=np.float32)).unsqueeze(-1)
+            total = total + w * (100.0 * x @ t.t()).softmax(-1)
+            weight = weight + w
+        if isinstance(weight, float):
+            raise ValueError("zero-shot scoring needs the V or L modality")
+        probs = total / weight.clamp_min(1.0)
+        return probs.numpy()
+
+    def predict(self, probs):
+        out = np.zeros_like(probs, dtype=bool)
+        out[np.arange(len(probs)), probs.argmax(-1)] = True
+        return out
+
+
+__all__ = ["Scorer", "TorchScorer", "ZeroShotScorer", "standardise"]
