@@ -83,12 +83,17 @@ class MerClip(nn.Module):
         return (items * w).sum(1) / w.sum(1).clamp_min(1.0)
 
     # ---- fusion and prediction ---------------------------------------------------------------
-    def fuse(self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled X^m [B, D] and presence [B] per modality -> fused embedding (or logits) [B, D]."""
+    def fuse(
+        self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], query: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pooled X^m [B, D] and presence [B] per modality -> fused embedding (or logits) [B, D].
+
+        ``query``: a precomputed :meth:`query_embedding` [D] (export bakes it in as a constant)."""
         mods = self.cfg.modalities
         batch = next(iter(pooled.values())).shape[0]
         if self.use_cmd:
-            q = self.query_embedding().view(1, 1, -1).expand(batch, 1, -1)
+            q = self.query_embedding() if query is None else query
+            q = q.view(1, 1, -1).expand(batch, 1, -1)
             return self.cmd(q, {m: pooled[m].unsqueeze(1) for m in mods}, present)
         parts = [pooled[m] * present[m].to(pooled[m].dtype).unsqueeze(-1) for m in mods]
         return self.fuse_fc(torch.cat(parts, dim=-1))
