@@ -72,21 +72,22 @@ def file_cmd(
     stream = StreamConfig(window=window, hop=hop)
     if backend not in ("auto", "torch", "onnx"):
         fail(f"--backend must be auto, torch or onnx (got {backend!r})")
-    if not path.exists():
-        fail(f"no such file: {path}")
+    from .media import probe
+
+    probe(path)  # bad media fails here, before any model is loaded
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend)
     if scorer.notice:
         note(scorer.notice)
     transcriber = None if no_asr or "L" not in scorer.modalities else Transcriber(asr_model)
     with console.status("decoding audio and transcribing..."):
         job = prepare(str(path), scorer, transcriber, on_note=note)
-    stem = path.stem
-    writer = TimelineWriter(out, stem, scorer.labels, meta={
+    writer = TimelineWriter(out, path.stem, scorer.labels, meta={
         "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
         "window": window, "hop": hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
     })
     engine = make_engine(job, scorer, stream)
     total = max(job.info.duration, 0.01)
+    error = None
     try:
         with Progress(
             TextColumn("[bold]scoring[/]"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
@@ -97,8 +98,11 @@ def file_cmd(
             for r in score_job(str(path), job, engine, on_progress=lambda t: progress.update(task, completed=min(t, total))):
                 writer.write(r)
                 progress.update(task, windows=len(writer.results))
+    except BaseException as e:
+        error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({type(e).__name__})"
+        raise
     finally:
-        writer.close()
+        writer.close(error=error)
         if writer.results:
             console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)")
     if not writer.results:

@@ -11,6 +11,7 @@ from .asr import Transcriber, Word
 from .config import StreamConfig
 from .engine import Engine, WindowResult
 from .media import MediaInfo, iter_frames, probe, read_audio
+from .errors import MerstreamError
 from .scorer import Scorer
 
 __all__ = ["FileJob", "prepare", "make_engine", "score_job", "Word"]
@@ -91,3 +92,10 @@ def score_job(
     yield from engine.finish(duration)
     if on_progress:
         on_progress(duration)
+    decoded = max(frame_end, audio_end)
+    expected = job.info.duration
+    if expected > 0 and decoded < expected - max(0.5, 0.05 * expected):
+        raise MerstreamError(
+            f"{path} is truncated: the container says {expected:.2f} s but only {decoded:.2f} s could be decoded "
+            f"(the windows of the decodable part were written)"
+        )

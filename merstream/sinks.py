@@ -41,10 +41,24 @@ class TimelineWriter:
         )
         self._csv_file.flush()
 
-    def close(self) -> None:
+    def close(self, error: str | None = None) -> None:
+        """Close the files; the JSONL ends with a status line, so a cut-short timeline never looks
+        complete: {"end": {"complete": true, "windows": N}} or {"end": {"complete": false, "error": ...}}."""
+        if not self._jsonl.closed:
+            status = {"complete": error is None, "windows": len(self.results)}
+            if error is not None:
+                status["error"] = error
+            self._jsonl.write(json.dumps({"end": status}) + "\n")
         for f in (self._jsonl, self._csv_file):
             if not f.closed:
                 f.close()
+        if error is not None:  # keep what was scored, under a name that says it is partial
+            for attr in ("jsonl_path", "csv_path"):
+                p = getattr(self, attr)
+                if p.exists():
+                    q = p.with_name(p.stem + ".partial" + p.suffix)
+                    p.replace(q)
+                    setattr(self, attr, q)
 
     def plot(self, title: str = "") -> Path | None:
         if not self.results:

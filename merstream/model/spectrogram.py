@@ -43,13 +43,14 @@ class LogMelImage:
 
     def __call__(self, segments) -> np.ndarray:
         """[N, samples] float waveform (zero-padded or cut to the segment length) -> [N, 3, S, S]."""
-        x = torch.as_tensor(np.asarray(segments, dtype=np.float32))
-        if x.ndim == 1:
-            x = x[None]
         n = self.segment_samples
-        if x.shape[1] < n:
-            x = F.pad(x, (0, n - x.shape[1]))
-        x = x[:, :n]
+        if isinstance(segments, np.ndarray) and segments.ndim == 1:
+            segments = [segments]
+        rows = []
+        for seg in segments:
+            seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
+            rows.append(np.pad(seg, (0, n - len(seg))))
+        x = torch.from_numpy(np.stack(rows))
         spec = self.mel_spectrogram(x).flip(1)  # low frequencies at the bottom of the image
         size = self.cfg.image_size
         img = F.interpolate(spec[:, None], size=(size, size), mode="bilinear", align_corners=False)

@@ -1,0 +1,67 @@
+"""Shared fixtures: real media from ../shared/data, tiny real models, speech made with espeak-ng."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (ROOT / ".." / "shared" / "data").resolve()
+TALK6 = DATA / "talk" / "talk_6emotions.mp4"
+TALK = DATA / "talk" / "talk.mp4"
+
+
+def pytest_configure(config):
+    if not TALK6.exists():
+        raise pytest.UsageError(f"test data not found at {DATA} (the repo expects ../shared/data beside it)")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from merstream.config import ModelConfig
+
+    return ModelConfig(clip="merstream-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cfg):
+    import torch
+
+    from merstream.model import MerClip
+
+    torch.manual_seed(0)
+    return MerClip(tiny_cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model, tmp_path_factory):
+    from merstream.model import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(media_dir):
+    """Real synthesised speech (espeak-ng), 16 kHz mono WAV."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (README set-up installs it)")
+    raw = media_dir / "speech_raw.wav"
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(raw), "I am so happy today. This is wonderful news."], check=True)
+    out = media_dir / "speech.wav"
+    ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(out))
+    return out
