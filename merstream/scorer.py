@@ -75,6 +75,7 @@ class TorchScorer(Scorer):
         self.labels = list(labels)
         with torch.no_grad():
             self.label_emb = self.model.label_embeddings(self.labels) if self.model.use_le else None
+            self.query = self.model.query_embedding() if self.model.use_cmd else None  # constant: once
 
     @torch.no_grad()
     def _batched(self, fn, x: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ class TorchScorer(Scorer):
     def score(self, pooled, present):
         p = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in pooled.items()}
         s = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in present.items()}
-        fused = self.model.fuse(p, s)
+        fused = self.model.fuse(p, s, self.query)
         sim = self.model.similarity(fused, self.label_emb)
         return self.model.probabilities(sim).numpy()
 
@@ -116,19 +117,9 @@ class ZeroShotScorer(TorchScorer):
 
     @torch.no_grad()
     def score(self, pooled, present):
-        total, weight = 0.0, 0.0
-        for m in ("V", "L"):
-            if m not in pooled:
-                continue
-            x = torch.nn.functional.normalize(torch.from_numpy(np.asarray(pooled[m], dtype=np.float32)), dim=-1)
-            t = torch.nn.functional.normalize(self.zs[m], dim=-1)
-            w = torch.from_numpy(np.asarray(present[m], dtype=np.float32)).unsqueeze(-1)
-            total = total + w * (100.0 * x @ t.t()).softmax(-1)
-            weight = weight + w
-        if isinstance(weight, float):
-            raise ValueError("zero-shot scoring needs the V or L modality")
-        probs = total / weight.clamp_min(1.0)
-        return probs.numpy()
+        p = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in pooled.items()}
+        s = {m: torch.from_numpy(np.asarray(v, dtype=np.float32)) for m, v in present.items()}
+        return zero_shot_probabilities(p, s, self.zs).numpy()
 
     def predict(self, probs):
         out = np.zeros_like(probs, dtype=bool)
@@ -136,4 +127,23 @@ class ZeroShotScorer(TorchScorer):
         return out
 
 
-__all__ = ["Scorer", "TorchScorer", "ZeroShotScorer", "standardise"]
+def zero_shot_probabilities(
+    pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], label_emb: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Zero-shot scores (torch; also exported to ONNX): per modality V / L in ``pooled``,
+    softmax(100 * cosine to the label prompts), averaged over the modalities present [B, K]."""
+    total, weight = 0.0, 0.0
+    for m in ("V", "L"):
+        if m not in pooled:
+            continue
+        x = torch.nn.functional.normalize(pooled[m].float(), dim=-1)
+        t = torch.nn.functional.normalize(label_emb[m], dim=-1)
+        w = present[m].float().unsqueeze(-1)
+        total = total + w * (100.0 * x @ t.t()).softmax(-1)
+        weight = weight + w
+    if isinstance(weight, float):
+        raise ValueError("zero-shot scoring needs the V or L modality")
+    return total / weight.clamp_min(1.0)
+
+
+__all__ = ["Scorer", "TorchScorer", "ZeroShotScorer", "standardise", "zero_shot_probabilities"]
