@@ -104,12 +104,12 @@ def file_cmd(
     finally:
         writer.close(error=error)
         if writer.results:
-            console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)")
+            console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)", soft_wrap=True)
     if not writer.results:
         fail(f"{path}: no windows could be scored (no decodable media)")
     if plot:
         writer.plot(title=f"{path.name} — {scorer.name}")
-        console.print(f"plot: {writer.png_path}")
+        console.print(f"plot: {writer.png_path}", soft_wrap=True)
     table = Table(title=f"{path.name}: {len(writer.results)} windows, {writer.results[-1].end:.1f} s")
     table.add_column("label")
     table.add_column("top in windows", justify="right")
@@ -120,7 +120,8 @@ def file_cmd(
     c = engine.counters
     console.print(
         f"encoded: {c.frames_encoded} frames ({c.frame_cache_hits} cache hits), "
-        f"{c.segments_encoded} audio segments, {c.texts_encoded} transcripts ({c.text_cache_hits} cache hits)"
+        f"{c.segments_encoded} audio segments, {c.texts_encoded} transcripts ({c.text_cache_hits} cache hits)",
+        soft_wrap=True,
     )
 
 

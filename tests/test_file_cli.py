@@ -1,0 +1,158 @@
+"""`merstream file` end to end on real media, run as users run it (a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, TALK, TALK6, ffmpeg
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "merstream", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def timeline(path: Path) -> tuple[dict, list[dict], dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "meta" in rows[0] and "end" in rows[-1]
+    return rows[0]["meta"], rows[1:-1], rows[-1]["end"]
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr + p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def talk6_run(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("talk6")
+    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    return p, out
+
+
+def test_file_writes_jsonl_csv_png_covering_the_clip(talk6_run):
+    p, out = talk6_run
+    meta, windows, end = timeline(out / "talk_6emotions.jsonl")
+    assert end == {"complete": True, "windows": len(windows)}
+    assert meta["labels"] == ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+    # 12.68 s at window 2 / hop 1: starts 0..11, the last one clipped to the end of the media
+    assert [w["start"] for w in windows] == [float(i) for i in range(12)]
+    assert 12.6 <= windows[-1]["end"] <= 12.75
+    assert all(w["end"] - w["start"] == pytest.approx(2.0) for w in windows[:-1])
+    for w in windows:
+        assert set(w["scores"]) == set(meta["labels"])
+        assert all(0.0 <= v <= 1.0 for v in w["scores"].values())
+        assert w["labels"] == [k for k, v in w["scores"].items() if v >= 0.6]
+        assert w["top"] == max(w["scores"], key=w["scores"].get)
+    assert all(w["frames"] == 12 and w["segments"] == 1 for w in windows)
+    rows = list(csv.DictReader((out / "talk_6emotions.csv").open()))
+    assert len(rows) == len(windows) and float(rows[3]["start"]) == 3.0
+    png = (out / "talk_6emotions.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "talk_6emotions.mp4: 12 windows" in p.stdout
+
+
+def test_transcript_words_land_in_their_windows(talk6_run):
+    _, out = talk6_run
+    _, windows, _ = timeline(out / "talk_6emotions.jsonl")
+    # the actor says "Don't forget a jacket" in each 2 s clip; clip 1 spans 0.00-2.04 s
+    assert "forget" in windows[0]["text"].lower() and "jacket" in windows[0]["text"].lower()
+    # sad clip 3.91-5.91 s: its sentence is in window [4, 6) and not in [2, 4) or [0, 2) twice
+    assert "jacket" in windows[4]["text"].lower()
+    words_total = sum(len(w["text"].split()) for w in windows)
+    assert words_total > 20  # every window with speech carries its words (with hop overlap)
+    assert all(("L" in w["modalities"]) == bool(w["text"]) for w in windows)
+
+
+def test_each_frame_is_encoded_once(talk6_run):
+    p, _ = talk6_run
+    m = re.search(r"encoded: (\d+) frames \((\d+) cache hits\), (\d+) audio segments", p.stderr)
+    assert m, p.stderr
+    encoded, hits, segments = map(int, m.groups())
+    # 12 windows x 12 sample times; hop = window / 2, so the later half of each window's frames
+    # are the earlier half of the next window's: 66 reuses, about 78 distinct frames
+    assert hits == 66 and 76 <= encoded <= 78
+    assert segments == 12  # one 2 s segment per window start
+
+
+def test_default_model_runs_offline_and_says_which(tmp_path):
+    p = run("file", str(TALK), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "model" in p.stderr.lower()
+    _, windows, end = timeline(tmp_path / "talk.jsonl")
+    assert end["complete"] and len(windows) == 1 and windows[0]["end"] == pytest.approx(1.9, abs=0.05)
+
+
+def test_audio_only_speech_is_transcribed(speech_wav, tiny_ckpt, tmp_path):
+    p = run("file", str(speech_wav), "--model", str(tiny_ckpt), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "no video track" in p.stderr
+    _, windows, _ = timeline(tmp_path / "speech.jsonl")
+    text = " ".join(w["text"] for w in windows).lower()
+    assert "happy" in text and "wonderful" in text
+    assert all("V" not in w["modalities"] and w["frames"] == 0 for w in windows)
+
+
+def test_video_without_audio_track(media_dir, tiny_ckpt, tmp_path):
+    silent = media_dir / "no_audio.mp4"
+    ffmpeg("-i", str(TALK6), "-an", "-c:v", "copy", str(silent))
+    p = run("file", str(silent), "--model", str(tiny_ckpt), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "no audio track" in p.stderr
+    _, windows, end = timeline(tmp_path / "no_audio.jsonl")
+    assert end["complete"] and len(windows) == 12
+    assert all(w["modalities"] == "V" and w["text"] == "" and w["segments"] == 0 for w in windows)
+
+
+def test_bad_inputs_give_one_line_errors(media_dir, tmp_path, tiny_ckpt):
+    not_video = media_dir / "notes.mp4"
+    not_video.write_text("this is not a video\n")
+    empty = media_dir / "empty.mp4"
+    empty.write_bytes(b"")
+    truncated = media_dir / "truncated.mp4"
+    truncated.write_bytes(TALK6.read_bytes()[:200_000])
+    bad_model = media_dir / "model.safetensors"
+    bad_model.write_bytes(b"\x00" * 64)
+    cases = [
+        (("file", str(media_dir / "missing.mp4")), "no such file"),
+        (("file", str(not_video)), "not a readable video or audio file"),
+        (("file", str(empty)), "empty"),
+        (("file", str(TALK), "--model", str(bad_model)), "cannot read model file"),
+        (("file", str(TALK), "--model", str(media_dir / "nope")), "model not found"),
+        (("file", str(TALK), "--window", "0"), "must be > 0"),
+        (("file", str(TALK), "--labels", " , "), "--labels"),
+    ]
+    for args, needle in cases:
+        assert_one_line_error(run(*args, "--out", str(tmp_path)), needle)
+    p = run("file", str(truncated), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path))
+    assert_one_line_error(p, "truncated")
+    # what was scored is kept, under names that say it is partial
+    assert not (tmp_path / "truncated.jsonl").exists()
+    _, windows, end = timeline(tmp_path / "truncated.partial.jsonl")
+    assert end["complete"] is False and len(windows) >= 1 and end["windows"] == len(windows)
+
+
+def test_custom_labels_and_hop(tiny_ckpt, tmp_path):
+    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--labels", "calm,tense,a person laughing",
+            "--window", "4", "--hop", "2", "--no-asr", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    meta, windows, _ = timeline(tmp_path / "talk_6emotions.jsonl")
+    assert meta["labels"] == ["calm", "tense", "a person laughing"]
+    assert [w["start"] for w in windows] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert all(set(w["scores"]) == set(meta["labels"]) and w["segments"] == 2 for w in windows[:-1])
+
+
+def test_help_lists_commands():
+    p = run("--help")
+    assert p.returncode == 0 and "file" in p.stdout
