@@ -26,7 +26,17 @@ class MediaInfo:
     height: int | None = None
 
 
+def is_url(path: str | Path) -> bool:
+    """A stream address (rtsp://, http://, ...) rather than a local file."""
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
 def _open(path: str | Path):
+    if is_url(path):
+        try:  # network streams: give up on a dead server instead of hanging (seconds, in microseconds)
+            return av.open(path, timeout=10.0)
+        except av.FFmpegError as e:
+            raise MerstreamError(f"cannot open stream {path} ({_reason(e)})") from None
     p = Path(path)
     if not p.exists():
         raise MerstreamError(f"no such file: {p}")
@@ -87,23 +97,33 @@ def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
             raise MerstreamError(f"{path}: video decoding failed after {max(last, 0):.2f} s, file truncated or corrupt ({_reason(e)})") from None
 
 
+def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """The first audio stream as consecutive float32 mono chunks at ``sample_rate`` (sample 0 is
+    the first decoded sample; nothing when there is no audio stream)."""
+    with _open(path) as c:
+        if not c.streams.audio:
+            return
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        done = 0
+        try:
+            for frame in c.decode(stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    done += len(chunk)
+                    yield chunk
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1)
+        except av.FFmpegError as e:
+            raise MerstreamError(f"{path}: audio decoding failed after {done / sample_rate:.2f} s, file truncated or corrupt ({_reason(e)})") from None
+
+
 def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
     """The first audio stream as float32 mono at ``sample_rate`` (None when there is none)."""
     with _open(path) as c:
         if not c.streams.audio:
             return None
-        stream = c.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
-        try:
-            for frame in c.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except av.FFmpegError as e:
-            done = sum(len(x) for x in chunks) / sample_rate
-            raise MerstreamError(f"{path}: audio decoding failed after {done:.2f} s, file truncated or corrupt ({_reason(e)})") from None
-        if not chunks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+    chunks = list(iter_audio(path, sample_rate))
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
