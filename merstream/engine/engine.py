@@ -6,6 +6,7 @@
     engine.insert_words(words, until=t)  # transcript words committed up to media time t
     for result in engine.process_iter(): # every window whose media has fully arrived
         ...
+    engine.ready() / engine.drop_until(i)  # live: peek at ready windows, shed stale ones
     engine.finish(duration)              # end of stream: the remaining windows
 
 Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
@@ -97,15 +98,31 @@ class Engine:
             and (not self.has_text or self.text_until >= w.end)
         )
 
+    def ready(self) -> list[Window]:
+        """The windows whose media has fully arrived and that are not scored yet (a peek)."""
+        out = []
+        i = self.next_index
+        while True:
+            w = window_at(i, self.stream.window, self.stream.hop)
+            if not self._ready(w):
+                return out
+            out.append(w)
+            i += 1
+
+    def drop_until(self, index: int) -> int:
+        """Skip (and count as dropped) the unscored windows before ``index``: the live driver's
+        way to shed stale work. Returns how many were dropped."""
+        n = max(0, index - self.next_index)
+        if n:
+            self.next_index = index
+            self.counters.windows_dropped += n
+            self._evict(window_at(self.next_index, self.stream.window, self.stream.hop).start)
+        return n
+
     def process_iter(self) -> list[WindowResult]:
         """Score every window whose media has fully arrived."""
-        ready = []
-        while True:
-            w = window_at(self.next_index, self.stream.window, self.stream.hop)
-            if not self._ready(w):
-                break
-            ready.append(w)
-            self.next_index += 1
+        ready = self.ready()
+        self.next_index += len(ready)
         if self.max_pending is not None and len(ready) > self.max_pending:
             self.counters.windows_dropped += len(ready) - self.max_pending
             ready = ready[-self.max_pending :]
