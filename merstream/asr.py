@@ -65,7 +65,7 @@ class Transcriber:
             self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=2)
         except Exception as e:
             raise MerstreamError(f"cannot load ASR model {name!r}: {str(e).splitlines()[0]}") from None
-        self.english_only = name.endswith(".en") or Path(path).name == "model" and name == DEFAULT_ASR
+        self.english_only = name.endswith(".en")
 
     def words(self, audio: np.ndarray, offset: float = 0.0, vad: bool = True, prompt: str | None = None) -> Iterator[Word]:
         """Words with times (seconds, plus ``offset``) in 16 kHz mono ``audio``; lazy."""

@@ -53,8 +53,8 @@ def file_cmd(
     out: Path = typer.Option(Path("."), "--out", "-o", help="Directory for <name>.jsonl, .csv and .png."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint (dir or .safetensors) or ONNX export dir. Default: the embedded model."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to score (any text)."),
-    window: float = typer.Option(2.0, help="Window length in seconds."),
-    hop: float = typer.Option(1.0, help="Seconds between window starts."),
+    window: Optional[float] = typer.Option(None, help="Window length in seconds (default: the model's, 2)."),
+    hop: Optional[float] = typer.Option(None, help="Seconds between window starts (default: the model's, 1)."),
     asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or local directory."),
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition (no language modality)."),
     clip: Optional[str] = typer.Option(None, "--clip", help="Zero-shot mode: open_clip architecture (e.g. ViT-B-32)."),
@@ -69,7 +69,8 @@ def file_cmd(
     from .run_file import make_engine, prepare, score_job
     from .sinks import TimelineWriter, summary
 
-    stream = StreamConfig(window=window, hop=hop)
+    if window is not None or hop is not None:
+        StreamConfig(window=2.0 if window is None else window, hop=1.0 if hop is None else hop)  # validate early
     if backend not in ("auto", "torch", "onnx"):
         fail(f"--backend must be auto, torch or onnx (got {backend!r})")
     from .media import probe
@@ -78,12 +79,15 @@ def file_cmd(
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend)
     if scorer.notice:
         note(scorer.notice)
+    stream = StreamConfig(
+        window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop
+    )
     transcriber = None if no_asr or "L" not in scorer.modalities else Transcriber(asr_model)
     with console.status("decoding audio and transcribing..."):
         job = prepare(str(path), scorer, transcriber, on_note=note)
     writer = TimelineWriter(out, path.stem, scorer.labels, meta={
         "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
-        "window": window, "hop": hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
+        "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
     })
     engine = make_engine(job, scorer, stream)
     total = max(job.info.duration, 0.01)

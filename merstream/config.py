@@ -51,6 +51,8 @@ class ModelConfig:
     threshold: float = 0.6  # emotion: sigmoid(standardised similarity) >= threshold
     logit_scale_init: float = 1 / 0.07  # sentiment: similarity x learnable scale
     num_frames: int = 12  # T_V frames sampled regularly from a window
+    window: float = 2.0  # default window length (s) for runs with this model
+    hop: float = 1.0  # default hop (s) between window starts
     audio: AudioConfig = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:
