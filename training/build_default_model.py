@@ -1,0 +1,318 @@
+"""Rebuild the embedded default model ``merstream-small`` from scratch on ../shared/data.
+
+    python -m training.build_default_model [--data ../shared/data] [--out merstream/assets/merstream-small]
+
+Same MER-CLIP architecture as the paper (CLIP-style ViT towers for frames and log-Mel audio
+images, a text tower for transcripts, a frozen text-tower label encoder with learnable prompts,
+the cross-modal decoder and the cosine-similarity head), at a small size (open_clip config
+``merstream-small``), trained from random weights on this CPU. Every modality learns from the data
+that has it, and a share of each step pairs samples of the same emotion across datasets so that the
+decoder learns to fuse:
+
+  V  FER2013 train faces (5% held for validation; FER2013 validation = test)
+  A  RAVDESS speech actors 1-16 (17-18 val, 19-20 test), EmoDB speakers 3-13 (14 val, 15-16 test)
+  L  MELD and EmoryNLP transcripts (train / dev = val / test)
+  fused  a face, a speech clip and a transcript of the same label; the acted sentences of the
+     speech sets appear as transcripts labelled with the voice's emotion (their words are neutral)
+
+Model selection uses the validation splits only; the report holds test numbers of the chosen
+weights (including the CREMA-D clips of actor 1001, never trained on). Deterministic for a given
+seed and thread count. Decoded media is cached under $MERSTREAM_CACHE (/tmp/merstream-cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from merstream.config import EMOTIONS_6, AudioConfig, ModelConfig
+from merstream.model.checkpoint import save_checkpoint
+from merstream.model.mer_clip import MerClip
+from merstream.model.spectrogram import LogMelImage
+
+from . import data as D
+from .augment import augment_faces, augment_speech
+from .manifest import split_of
+from .metrics import evaluate_scores
+from .sources import LABEL_MAP, shared_emotion_sets
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data"
+DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small"
+LABELS = list(EMOTIONS_6)
+LICENCES = {
+    "fer2013": "no explicit licence (ICML 2013 challenge data; research use)",
+    "ravdess": "CC BY-NC-SA 4.0 (NON-COMMERCIAL)",
+    "emodb": "CC0 1.0",
+    "meld": "GPL-3.0 repository; Friends dialogue, research use",
+    "emorynlp": "GPL-3.0 repository (MELD repo); Friends dialogue, research use",
+    "crema_d": "ODbL 1.0 / DbCL 1.0 (evaluation only)",
+}
+
+
+def small_config() -> ModelConfig:
+    return ModelConfig(clip="merstream-small", labels=list(LABELS), audio=AudioConfig(n_mels=96, image_size=96))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Pools:
+    """Per-modality training items grouped by label, sampled class-balanced."""
+
+    def __init__(self, items_by_label: dict[int, list[int]], rng: random.Random):
+        self.by = {k: v for k, v in items_by_label.items() if v}
+        self.rng = rng
+
+    def draw(self, n: int, label: int | None = None) -> tuple[list[int], list[int]]:
+        idx, labs = [], []
+        keys = sorted(self.by)
+        for _ in range(n):
+            k = label if label is not None and label in self.by else self.rng.choice(keys)
+            idx.append(self.rng.choice(self.by[k]))
+            labs.append(k)
+        return idx, labs
+
+
+def group(labels: list[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, k in enumerate(labels):
+        out.setdefault(k, []).append(i)
+    return out
+
+
+def onehot(labs: list[int]) -> torch.Tensor:
+    return F.one_hot(torch.tensor(labs), len(LABELS)).float()
+
+
+def loss_of(model: MerClip, sim: torch.Tensor, labs: list[int]) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(model.logits(sim), onehot(labs))
+
+
+@torch.no_grad()
+def probs_faces(model, faces, size, bs=256):
+    out = []
+    for i in range(0, len(faces), bs):
+        x = D.faces_to_input(faces[i: i + bs], size)
+        out.append(model.probabilities(model(frames=x[:, None])))
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def probs_speech(model, waves, mel):
+    out = []
+    for w in waves:
+        s = D.clip_spectrograms(w, mel)
+        out.append(model.probabilities(model(spectrograms=s[None])))
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def probs_text(model, tokens, bs=512):
+    return torch.cat([model.probabilities(model(tokens=tokens[i: i + bs])) for i in range(0, len(tokens), bs)]).numpy()
+
+
+@torch.no_grad()
+def probs_clips(model, frames, waves, tokens, mel, use: str):
+    """CREMA-D style clips: any subset of V (frames), A (speech), L (transcript)."""
+    out = []
+    for i in range(len(waves)):
+        kw = {}
+        if "V" in use:
+            kw["frames"] = D.frames_to_input(frames[i], model.image_size)[None]
+        if "A" in use:
+            kw["spectrograms"] = D.clip_spectrograms(waves[i], mel)[None]
+        if "L" in use:
+            kw["tokens"] = tokens[i: i + 1]
+        out.append(model.probabilities(model(**kw)))
+    return torch.cat(out).numpy()
+
+
+def targets(labs) -> np.ndarray:
+    return onehot(list(labs)).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
+    args = ap.parse_args(argv)
+    t_start = time.time()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    nrng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    data = Path(args.data).resolve()
+    sets = shared_emotion_sets(data)
+    lab = lambda ss: [LABELS.index(s.labels[0]) for s in ss]  # noqa: E731
+    fer = {sp: split_of(sets["fer2013"], sp) for sp in ("train", "val", "test")}
+    speech = {sp: split_of(sets["ravdess"], sp) + split_of(sets["emodb"], sp) for sp in ("train", "val", "test")}
+    text = {sp: split_of(sets["meld"], sp) + split_of(sets["emorynlp"], sp) for sp in ("train", "val", "test")}
+    crema = sets["crema_d"]
+    log("decoding media (cached under %s)" % D.cache_dir())
+    faces = {sp: D.load_faces(v) for sp, v in fer.items()}
+    waves = {sp: D.load_waveforms(v) for sp, v in speech.items()}
+    cfg = small_config()
+    model = MerClip(cfg)
+    size = model.image_size
+    mel = LogMelImage(cfg.audio)
+    toks = {sp: model.tokenize([s.text for s in v]) for sp, v in text.items()}
+    acted = sorted({s.text for s in speech["train"]})
+    acted_tok = model.tokenize(acted)
+    acted_of = {i: acted.index(s.text) for i, s in enumerate(speech["train"])}
+    crema_frames = D.load_video_frames(crema, cfg.num_frames, size * 4)
+    crema_waves = D.load_waveforms(crema)
+    crema_tok = model.tokenize([s.text for s in crema])
+    log("train: %d faces, %d speech clips, %d texts; val: %d / %d / %d; test: %d / %d / %d; crema-d %d" % (
+        len(fer["train"]), len(speech["train"]), len(text["train"]), len(fer["val"]), len(speech["val"]),
+        len(text["val"]), len(fer["test"]), len(speech["test"]), len(text["test"]), len(crema)))
+
+    pv = Pools(group(lab(fer["train"])), rng)
+    pa = Pools(group(lab(speech["train"])), rng)
+    pl = Pools(group(lab(text["train"])), rng)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    warm = max(1, args.steps // 16)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    bv, ba, bl, bf = 48, 24, 48, 12
+
+    def val_score() -> dict:
+        model.eval()
+        r = {
+            "V": evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
+                                 "emotion").single.balanced_accuracy,
+            "A": evaluate_scores("speech-val", probs_speech(model, waves["val"], mel), targets(lab(speech["val"])),
+                                 LABELS, "emotion").single.balanced_accuracy,
+            "L": evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS,
+                                 "emotion").single.balanced_accuracy,
+        }
+        r["mean"] = float(np.mean(list(r.values())))
+        model.train()
+        return r
+
+    best, best_state, history = -1.0, None, []
+    model.train()
+    t0 = time.time()
+    running: dict[str, float] = {}
+    for step in range(1, args.steps + 1):
+        losses = {}
+        iv, lv = pv.draw(bv)
+        x = augment_faces(faces["train"][iv], size, gen)
+        losses["V"] = loss_of(model, model(frames=x[:, None]), lv)
+        ia, la = pa.draw(ba)
+        s = augment_speech([waves["train"][i] for i in ia], mel, nrng)
+        losses["A"] = loss_of(model, model(spectrograms=s[:, None]), la)
+        il, ll = pl.draw(bl)
+        losses["L"] = loss_of(model, model(tokens=toks["train"][il]), ll)
+        # fused: same-label face + voice + words, each present with p=0.7, at least two
+        lf = [rng.randrange(len(LABELS)) for _ in range(bf)]
+        pres = torch.rand(bf, 3, generator=gen) < 0.7
+        for i in range(bf):
+            while pres[i].sum() < 2:
+                pres[i, rng.randrange(3)] = True
+        fv = augment_faces(faces["train"][[pv.draw(1, k)[0][0] for k in lf]], size, gen)
+        ia2 = [pa.draw(1, k)[0][0] for k in lf]
+        fa = augment_speech([waves["train"][i] for i in ia2], mel, nrng)
+        ft = torch.stack([acted_tok[acted_of[ia2[i]]] if rng.random() < 0.5 else toks["train"][pl.draw(1, k)[0][0]]
+                          for i, k in enumerate(lf)])
+        present = {"V": pres[:, 0].float(), "A": pres[:, 1].float(), "L": pres[:, 2].float()}
+        losses["fused"] = loss_of(model, model(frames=fv[:, None], spectrograms=fa[:, None], tokens=ft,
+                                               present=present), lf)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        sched.step()
+        for k, v in losses.items():
+            running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
+        if step % 25 == 0 or step == 1:
+            el = time.time() - t0
+            log(f"step {step}/{args.steps} " + " ".join(f"{k}={v:.3f}" for k, v in running.items())
+                + f" lr={sched.get_last_lr()[0]:.2e} {el / step:.2f}s/step eta {el / step * (args.steps - step) / 60:.1f}min")
+        if step % args.eval_every == 0 or step == args.steps:
+            vs = val_score()
+            history.append({"step": step, **vs})
+            log(f"val step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in vs.items()))
+            if vs["mean"] > best:
+                best, best_state = vs["mean"], copy.deepcopy(model.state_dict())
+    train_s = time.time() - t0
+    model.load_state_dict(best_state)
+    model.eval()
+    best_step = max(history, key=lambda h: h["mean"])["step"]
+    log(f"selected step {best_step} (val mean balanced accuracy {best:.3f}); evaluating on held-out test data")
+
+    reports = []
+    reports.append(evaluate_scores("V fer2013-validation", probs_faces(model, faces["test"], size),
+                                   targets(lab(fer["test"])), LABELS, "emotion"))
+    for src in ("ravdess", "emodb"):
+        ss = [s for s in speech["test"] if s.source == src]
+        ws = [w for s, w in zip(speech["test"], waves["test"]) if s.source == src]
+        name = "A ravdess-actors-19-20" if src == "ravdess" else "A emodb-speakers-15-16"
+        reports.append(evaluate_scores(name, probs_speech(model, ws, mel), targets(lab(ss)), LABELS, "emotion"))
+    for src in ("meld", "emorynlp"):
+        idx = [i for i, s in enumerate(text["test"]) if s.source == src]
+        reports.append(evaluate_scores(f"L {src}-test", probs_text(model, toks["test"][idx]),
+                                       targets(lab([text["test"][i] for i in idx])), LABELS, "emotion"))
+    for use in ("V", "A", "VA", "VAL"):
+        reports.append(evaluate_scores(f"{'+'.join(use)} crema-d-1001", probs_clips(
+            model, crema_frames, crema_waves, crema_tok, mel, use), targets(lab(crema)), LABELS, "emotion"))
+    for r in reports:
+        log(f"test {r.name}: n={r.n} top1={r.single.top1:.3f} bal_acc={r.single.balanced_accuracy:.3f} "
+            f"wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} majority={r.single.majority:.3f} "
+            f"microF1@0.6={r.multilabel.micro_f1:.3f}")
+
+    out = Path(args.out)
+    report = {
+        "model": "merstream-small",
+        "labels": LABELS,
+        "label_mapping": {k: v for k, v in LABEL_MAP.items() if k != v},
+        "dropped_labels": ["surprise (FER2013, MELD)", "surprised (RAVDESS)", "boredom (EmoDB)",
+                           "Peaceful, Powerful (EmoryNLP)"],
+        "training_data": {k: LICENCES[k] for k in ("fer2013", "ravdess", "emodb", "meld", "emorynlp")},
+        "non_commercial": ["ravdess"],
+        "evaluation_only": {"crema_d": LICENCES["crema_d"]},
+        "splits": {"fer2013": "train minus every 20th image (val); validation/ = test",
+                   "ravdess": "actors 1-16 train, 17-18 val, 19-20 test",
+                   "emodb": "speakers 3-13 train, 14 val, 15-16 test",
+                   "meld/emorynlp": "train / dev (val) / test"},
+        "steps": args.steps, "selected_step": best_step, "seed": args.seed, "threads": args.threads,
+        "lr": args.lr, "batch": {"V": bv, "A": ba, "L": bl, "fused": bf},
+        "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
+        "validation_history": history,
+        "test": [r.row() for r in reports],
+        "test_full": [r.to_dict() for r in reports],
+    }
+    save_model = copy.deepcopy(model)
+    if not args.fp32:
+        save_model = save_model.half()
+    save_checkpoint(save_model, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB) in {time.time() - t_start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
