@@ -136,6 +136,20 @@ class MerClip(nn.Module):
         labels: list[str] | None = None,
     ) -> torch.Tensor:
         """Raw inputs -> similarities [B, K] (training path; the runtime calls the pieces)."""
+        pooled, pres = self.pooled_inputs(frames, frame_mask, spectrograms, segment_mask, tokens, present)
+        fused = self.fuse(pooled, pres)
+        return self.similarity(fused, None if labels is None else self.label_embeddings(labels))
+
+    def pooled_inputs(
+        self,
+        frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        spectrograms: torch.Tensor | None = None,
+        segment_mask: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Raw inputs -> pooled X^m [B, D] and presence [B] per modality (missing ones are zeros)."""
         pooled, pres = {}, {}
         batch = next(x for x in (frames, spectrograms, tokens) if x is not None).shape[0]
         dev = self.logit_scale.device
@@ -155,8 +169,7 @@ class MerClip(nn.Module):
                 pres[m] = torch.zeros(batch, device=dev)
             if m not in pres:
                 pres[m] = present[m] if present and m in present else torch.ones(batch, device=dev)
-        fused = self.fuse(pooled, pres)
-        return self.similarity(fused, None if labels is None else self.label_embeddings(labels))
+        return pooled, pres
 
     # ---- zero-shot (pretrained CLIP, no trained checkpoint) --------------------------------
     def zero_shot_label_embeddings(self, labels: list[str], modality: str) -> torch.Tensor:
