@@ -7,11 +7,16 @@ notice saying its scores are meaningless.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig
 from .errors import MerstreamError
 from .scorer import Scorer, TorchScorer, ZeroShotScorer
+
+if TYPE_CHECKING:
+    from .model.mer_clip import MerClip
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL_DIR = ASSETS / "merstream-small"
@@ -19,6 +24,58 @@ DEFAULT_MODEL_DIR = ASSETS / "merstream-small"
 
 def default_model_path() -> Path | None:
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.safetensors").exists() else None
+
+
+@dataclass
+class ResolvedModel:
+    """A torch MerClip chosen from the command-line options (see :func:`resolve_model`)."""
+
+    model: "MerClip"
+    kind: str  # "checkpoint" | "default" | "random-tiny" | "zero-shot"
+    source: str  # checkpoint path, or a description
+    notice: str
+
+
+def resolve_model(
+    model: str | None = None, clip: str | None = None, clip_weights: str | None = None, labels: list[str] | None = None
+) -> ResolvedModel:
+    """The torch model for --model / --clip / --clip-weights (not an ONNX export): a checkpoint,
+    a zero-shot CLIP configuration, the embedded default, or a random tiny model."""
+    from .model.checkpoint import load_checkpoint
+    from .model.mer_clip import MerClip
+
+    if clip_weights is not None or clip is not None:
+        if model is not None:
+            raise MerstreamError("pass either --model or --clip/--clip-weights (zero-shot), not both")
+        from .model.weights import load_clip
+
+        arch = clip or "ViT-B-32"
+        cfg = ModelConfig(clip=arch, pretrained=clip_weights, fusion_order=["L", "V"], labels=labels or ModelConfig().labels)
+        notice = f"model: zero-shot CLIP {arch} ({clip_weights or 'random weights'}), frames and transcript only"
+        return ResolvedModel(MerClip(cfg, clip=load_clip(arch, clip_weights)).eval(), "zero-shot", f"{arch}/{clip_weights}", notice)
+    kind = "checkpoint"
+    if model is None:
+        path = default_model_path()
+        if path is None:
+            import torch
+
+            torch.manual_seed(0)
+            notice = (
+                "no trained model installed: using a randomly initialised merstream-tiny, scores are "
+                "meaningless (pass --model CHECKPOINT_OR_EXPORT_DIR)"
+            )
+            return ResolvedModel(MerClip(ModelConfig(clip="merstream-tiny")).eval(), "random-tiny", "merstream-tiny (random, seed 0)", notice)
+        model, kind = str(path), "default"
+    p = Path(model).expanduser()
+    if not p.exists():
+        raise MerstreamError(f"model not found: {p}")
+    if is_export_dir(p):
+        raise MerstreamError(f"{p} is an ONNX export; a torch checkpoint is needed here")
+    return ResolvedModel(load_checkpoint(p), kind, str(p), f"model: checkpoint {p} (torch)")
+
+
+def is_export_dir(p: Path) -> bool:
+    return p.is_dir() and (p / "manifest.json").exists()
 
 
 def resolve_scorer(
@@ -29,51 +86,32 @@ def resolve_scorer(
     backend: str = "auto",
     providers: list[str] | None = None,
 ) -> Scorer:
-    from .model.checkpoint import load_checkpoint
+    if model is not None and clip is None and clip_weights is None:
+        p = Path(model).expanduser()
+        if not p.exists():
+            raise MerstreamError(f"model not found: {p}")
+        if is_export_dir(p):
+            if backend == "torch":
+                raise MerstreamError(f"{p} is an ONNX export; the torch backend needs a checkpoint")
+            from .onnx_scorer import OnnxScorer
 
-    if clip_weights is not None or clip is not None:
-        if model is not None:
-            raise MerstreamError("pass either --model or --clip/--clip-weights (zero-shot), not both")
-        return zero_shot_scorer(clip or "ViT-B-32", clip_weights, labels)
-    if model is None:
-        path = default_model_path()
-        if path is None:
-            from .model.mer_clip import MerClip
-
-            import torch
-
-            torch.manual_seed(0)
-            scorer = TorchScorer(MerClip(ModelConfig(clip="merstream-tiny")).eval(), labels)
-            scorer.notice = (
-                "no trained model installed: using a randomly initialised merstream-tiny, scores are "
-                "meaningless (pass --model CHECKPOINT_OR_EXPORT_DIR)"
-            )
+            scorer = OnnxScorer(p, labels=labels, providers=providers)
+            scorer.notice = f"model: ONNX export {p} ({scorer.precision}, {scorer.provider})"
+            if scorer.provider_note:
+                scorer.notice += f"; {scorer.provider_note}"
             return scorer
-        model = str(path)
-    p = Path(model).expanduser()
-    if not p.exists():
-        raise MerstreamError(f"model not found: {p}")
-    if p.is_dir() and (p / "manifest.json").exists():
-        if backend == "torch":
-            raise MerstreamError(f"{p} is an ONNX export; the torch backend needs a checkpoint")
-        from .onnx_scorer import OnnxScorer
-
-        scorer = OnnxScorer(p, labels=labels, providers=providers)
-        scorer.notice = f"model: ONNX export {p} ({scorer.provider})"
-        return scorer
-    if backend == "onnx":
-        raise MerstreamError(f"{p} is not an ONNX export directory (no manifest.json); run `merstream export` first")
-    scorer = TorchScorer(load_checkpoint(p), labels)
-    scorer.notice = f"model: checkpoint {p} (torch)"
+        if backend == "onnx":
+            raise MerstreamError(f"{p} is not an ONNX export directory (no manifest.json); run `merstream export` first")
+    r = resolve_model(model, clip, clip_weights, labels)
+    if backend == "onnx" and r.kind in ("default", "checkpoint"):
+        raise MerstreamError(f"{r.source} is not an ONNX export directory (no manifest.json); run `merstream export` first")
+    scorer = ZeroShotScorer(r.model, labels) if r.kind == "zero-shot" else TorchScorer(r.model, labels)
+    scorer.notice = r.notice
     return scorer
 
 
 def zero_shot_scorer(arch: str, weights: str | None, labels: list[str] | None) -> ZeroShotScorer:
-    from .model.mer_clip import MerClip
-    from .model.weights import load_clip
-
-    cfg = ModelConfig(clip=arch, pretrained=weights, fusion_order=["L", "V"], labels=labels or ModelConfig().labels)
-    clip = load_clip(arch, weights)
-    scorer = ZeroShotScorer(MerClip(cfg, clip=clip).eval(), labels)
-    scorer.notice = f"model: zero-shot CLIP {arch} ({weights or 'random weights'}), frames and transcript only"
+    r = resolve_model(None, arch, weights, labels)
+    scorer = ZeroShotScorer(r.model, labels)
+    scorer.notice = r.notice
     return scorer

@@ -1,0 +1,335 @@
+"""Export a MerClip (or a zero-shot CLIP configuration) to an ONNX directory for onnxruntime.
+
+Graphs (see ``merstream/onnx_manifest.py`` for the directory layout): one per tower of the
+model's modalities, the label encoder with its learned context baked in (so a new label set is
+embedded at run time without re-exporting), and the head (CMD + similarity + probabilities, the
+query embedding and logit scale baked in). All ablations export: ``full`` and ``no_cmd`` have a
+label encoder; ``no_le`` / ``no_cmd_no_le`` have fixed labels (an FC head) and no label encoder.
+
+The TorchScript ("legacy") exporter is used with ``dynamic_axes``: batch axes (and the label axis
+of the head) stay dynamic, which the parity check verifies by running batches of 1 and 5.
+
+Precision: ``fp32`` is exported directly. ``int8`` and ``fp16`` are made from a checked fp32
+export by converting the three towers that run per frame / segment / transcript: int8 by
+onnxruntime dynamic quantisation (MatMul / Gemm weights to int8, activations quantised on the
+fly), fp16 by converting to float16 with float32 inputs/outputs (GPU only: the CPU provider
+cannot run it). The label encoder (run once per label set) and the small head stay fp32.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from merstream.errors import MerstreamError
+from merstream.model.mer_clip import MerClip
+from merstream.onnx_manifest import MANIFEST, MODES, PRECISIONS, read_manifest, write_manifest
+
+from .graphs import AudioGraph, HeadGraph, LabelEncoderGraph, TextGraph, VisionGraph, ZeroShotHeadGraph
+from .parity import PrecisionReport, ParityReport, check_parity, compare_scores, parity_inputs
+from .reference import ReferenceSet
+
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 14, 20  # scaled-dot-product attention needs 14; the legacy exporter stops at 20
+TOWERS = ("vision", "audio", "text")  # converted to int8 / fp16; the rest stays fp32
+EXAMPLE_BATCH = 2
+
+
+@dataclass
+class GraphFile:
+    name: str
+    file: str
+    seconds: float
+    size_bytes: int
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    precision: str
+    opset: int
+    graphs: list[GraphFile]
+    parity: ParityReport | None = None  # fp32 graphs vs torch (None: --no-check)
+    accuracy: PrecisionReport | None = None  # int8 / fp16 scores vs torch on the reference set
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def graph_names(model: MerClip, mode: str) -> list[str]:
+    """The graphs an export of this model holds."""
+    mods = model.cfg.modalities
+    if mode == "zero-shot":
+        return ["vision", "text", "head"]
+    names = [g for m, g in (("V", "vision"), ("A", "audio"), ("L", "text")) if m in mods]
+    if model.use_le:
+        names.append("label_encoder")
+    return names + ["head"]
+
+
+def _spec(name: str, shape: list, dtype: str) -> dict:
+    return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def _graph_io(model: MerClip, name: str, mode: str, labels: list[str]):
+    """(module, example inputs, input specs, output specs, dynamic axes) of one graph."""
+    s, c, d = model.image_size, model.context_length, model.embed_dim
+    if name in ("vision", "audio"):
+        arg = "frames" if name == "vision" else "spectrograms"
+        module = VisionGraph(model) if name == "vision" else AudioGraph(model)
+        example = (torch.randn(EXAMPLE_BATCH, 3, s, s),)
+        return module, example, [_spec(arg, ["batch", 3, s, s], "float32")], [_spec("embeddings", ["batch", d], "float32")]
+    if name in ("text", "label_encoder"):
+        if name == "text":
+            module, arg = TextGraph(model), "tokens"
+            example = (model.tokenize(["an example transcript", "another one"]),)
+        else:
+            module, arg = LabelEncoderGraph(model), "label_tokens"
+            example = (model.label_encoder.tokens(labels[:2] if len(labels) >= 2 else labels * 2),)
+        return module, example, [_spec(arg, ["batch", c], "int64")], [_spec("embeddings", ["batch", d], "float32")]
+    if mode == "zero-shot":
+        module = ZeroShotHeadGraph()
+        k = max(len(labels), 2)
+        example = (torch.randn(EXAMPLE_BATCH, d), torch.randn(EXAMPLE_BATCH, d), torch.ones(EXAMPLE_BATCH, 2),
+                   torch.randn(k, d), torch.randn(k, d))
+        ins = [_spec("x_L", ["batch", d], "float32"), _spec("x_V", ["batch", d], "float32"),
+               _spec("present", ["batch", 2], "float32"), _spec("label_emb_L", ["labels", d], "float32"),
+               _spec("label_emb_V", ["labels", d], "float32")]
+        return module, example, ins, [_spec("probs", ["batch", "labels"], "float32")]
+    module = HeadGraph(model)
+    k = len(labels) if model.use_le else len(model.cfg.labels)
+    with torch.no_grad():
+        lab = model.label_embeddings(labels if len(labels) >= 2 else labels * 2) if model.use_le else None
+    example = module.example_inputs(EXAMPLE_BATCH, lab)
+    m = len(module.mods)
+    ins = [_spec(n, ["batch", d], "float32") for n in module.input_names()[:m]]
+    ins.append(_spec("present", ["batch", m], "float32"))
+    if model.use_le:
+        ins.append(_spec("label_emb", ["labels", d], "float32"))
+    return module, example, ins, [_spec("probs", ["batch", "labels" if model.use_le else k], "float32")]
+
+
+def _dynamic_axes(specs: list[dict]) -> dict:
+    return {s["name"]: {i: a for i, a in enumerate(s["shape"]) if isinstance(a, str)} for s in specs}
+
+
+def export_graph(module: torch.nn.Module, example: tuple, ins: list[dict], outs: list[dict], path: Path, opset: int) -> None:
+    module.eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
+            torch.onnx.export(
+                module, example, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                input_names=[s["name"] for s in ins], output_names=[s["name"] for s in outs],
+                dynamic_axes=_dynamic_axes(ins + outs),
+            )
+    except Exception as e:  # an operator without an ONNX symbolic, an exporter bug: one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise MerstreamError(f"ONNX export of {path.stem} failed at opset {opset}: {type(e).__name__}: {first}") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def prepare_dir(out: Path) -> None:
+    """Create ``out``; an existing export there is replaced, any other non-empty dir refused."""
+    if out.exists() and not out.is_dir():
+        raise MerstreamError(f"--out {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise MerstreamError(f"--out {out} is a non-empty directory that is not an ONNX export; choose an empty one")
+        (out / MANIFEST).unlink()  # from here on a half-written export reads as corrupt
+        for p in out.iterdir():
+            if p.is_file() and p.suffix in (".onnx", ".npy", ".data"):
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_model(
+    model: MerClip,
+    out: str | Path,
+    *,
+    mode: str = "mer-clip",
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    tol: float = 1e-4,
+    labels: list[str] | None = None,
+    graphs: list[str] | None = None,
+    reference: ReferenceSet | None = None,
+    source: str = "",
+    on_step: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``out``; with ``check``, fail (MerstreamError) on a parity miss."""
+    step = on_step or (lambda msg: None)
+    t0 = time.perf_counter()
+    if mode not in MODES:
+        raise MerstreamError(f"export mode must be one of {MODES}, got {mode!r}")
+    if precision not in PRECISIONS:
+        raise MerstreamError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise MerstreamError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (got {opset})")
+    model = model.eval()
+    labels = list(labels or model.cfg.labels)
+    if not model.use_le and mode == "mer-clip" and labels != list(model.cfg.labels):
+        raise MerstreamError("this model has no label encoder (ablation no_le): its labels are fixed, --labels cannot change them")
+    names = graph_names(model, mode)
+    if graphs is not None:
+        unknown = [g for g in graphs if g not in names]
+        if unknown:
+            raise MerstreamError(f"cannot export graph {unknown[0]!r} for this model (it has: {', '.join(names)})")
+        names = [g for g in names if g in graphs]
+    out = Path(out).expanduser()
+    if precision == "fp32":
+        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0)
+
+    with tempfile.TemporaryDirectory(prefix="merstream-fp32-") as tmp:
+        base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, source, step, t0)
+        prepare_dir(out)
+        manifest = read_manifest(tmp)
+        files = []
+        for g in base.graphs:
+            t = time.perf_counter()
+            src, dst = Path(tmp) / g.file, out / g.file
+            if g.name in TOWERS:
+                step(f"{precision}: converting {g.name}")
+                convert_graph(src, dst, precision)
+            else:
+                shutil.copyfile(src, dst)
+            files.append(GraphFile(g.name, g.file, time.perf_counter() - t, dst.stat().st_size))
+        for f in manifest.label_files.values():
+            shutil.copyfile(Path(tmp) / f, out / f)
+    data = _manifest_data(model, mode, precision, opset, labels, names, source, base.parity)
+    for name, spec in data["graphs"].items():
+        spec["precision"] = precision if name in TOWERS else "fp32"
+    result = ExportResult(out, precision, opset, files, base.parity, notes=list(base.notes))
+    write_manifest(out, data)
+    if precision == "fp16":
+        result.accuracy, note = _check_fp16(model, mode, out, reference, step)
+        result.notes.append(note)
+    elif check or reference is not None:
+        step("int8: comparing scores with torch fp32 on the reference set")
+        result.accuracy = _compare(model, mode, out, reference)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0) -> ExportResult:
+    prepare_dir(out)
+    files = []
+    for name in names:
+        step(f"exporting {name} graph (opset {opset})")
+        t = time.perf_counter()
+        module, example, ins, outs = _graph_io(model, name, mode, labels)
+        export_graph(module, example, ins, outs, out / f"{name}.onnx", opset)
+        files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
+    step("embedding the labels")
+    data = _manifest_data(model, mode, "fp32", opset, labels, names, source, None)
+    with torch.no_grad():
+        if mode == "zero-shot":
+            for m, f in data["label_files"].items():
+                np.save(out / f, model.zero_shot_label_embeddings(labels, m).float().numpy())
+        elif model.use_le:
+            np.save(out / data["label_files"][""], model.label_embeddings(labels).float().numpy())
+    write_manifest(out, data)
+    result = ExportResult(out, "fp32", opset, files)
+    if check:
+        step("parity check: torch vs onnxruntime at batch 1 and 5")
+        result.parity = check_parity(_torch_scorer(model, mode, labels), _onnx_scorer(out), parity_inputs(model, reference), tol)
+        result.parity.require()
+        data["parity"] = result.parity.to_json()
+        write_manifest(out, data)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _manifest_data(model, mode, precision, opset, labels, names, source, parity) -> dict:
+    import onnxruntime
+
+    cfg = model.cfg.to_dict()
+    cfg["labels"] = list(labels) if (model.use_le or mode == "zero-shot") else list(model.cfg.labels)
+    graphs = {}
+    for name in names:
+        _, _, ins, outs = _graph_io(model, name, mode, labels)
+        graphs[name] = {"file": f"{name}.onnx", "inputs": ins, "outputs": outs, "precision": precision}
+    if mode == "zero-shot":
+        label_files = {"L": "labels_L.npy", "V": "labels_V.npy"}
+    else:
+        label_files = {"": "labels.npy"} if model.use_le else {}
+    data = {
+        "mode": mode, "config": cfg, "labels": cfg["labels"], "task": model.cfg.task,
+        "threshold": model.cfg.threshold, "ablation": model.cfg.ablation, "precision": precision, "opset": opset,
+        "embed_dim": model.embed_dim, "image_size": model.image_size, "context_length": model.context_length,
+        "use_le": bool(model.use_le) if mode == "mer-clip" else False, "n_ctx": model.cfg.n_ctx,
+        "graphs": graphs, "label_files": label_files,
+        "source": source, "exporter": "torch.onnx (TorchScript, dynamo=False)",
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if parity is not None:
+        data["parity"] = parity.to_json()
+    return data
+
+
+def convert_graph(src: Path, dst: Path, precision: str) -> None:
+    """fp32 ONNX file -> int8 (dynamic quantisation) or fp16 (float32 inputs and outputs kept)."""
+    import logging
+
+    import onnx
+
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    elif precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+    else:
+        shutil.copyfile(src, dst)
+
+
+def _torch_scorer(model: MerClip, mode: str, labels: list[str]):
+    from merstream.scorer import TorchScorer, ZeroShotScorer
+
+    return ZeroShotScorer(model, labels) if mode == "zero-shot" else TorchScorer(model, labels)
+
+
+def _onnx_scorer(directory: Path, providers: list[str] | None = None):
+    from merstream.onnx_scorer import OnnxScorer
+
+    return OnnxScorer(directory, providers=providers or ["cpu"])
+
+
+def _compare(model, mode, out, reference, providers=None) -> PrecisionReport:
+    from .reference import random_reference
+
+    onnx = _onnx_scorer(out, providers)
+    ref = reference or random_reference(model.image_size, onnx.audio_cfg)
+    return compare_scores(_torch_scorer(model, mode, onnx.labels), onnx, ref)
+
+
+def _check_fp16(model, mode, out, reference, step) -> tuple[PrecisionReport | None, str]:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None, (
+            "fp16 export written but NOT verified: this onnxruntime has no CUDA execution provider "
+            "(the CPU provider cannot run fp16 graphs); load it with onnxruntime-gpu on a CUDA machine"
+        )
+    step("fp16: comparing scores with torch fp32 on the reference set (CUDA)")
+    try:
+        return _compare(model, mode, out, reference, ["cuda"]), "fp16 verified with the CUDA execution provider"
+    except MerstreamError as e:
+        return None, f"fp16 export written but NOT verified: {e}"

@@ -1,0 +1,97 @@
+"""Reference inputs for checking an export: real frames and audio from a media file, or noise.
+
+A reference set is ``W`` windows, each with ``F`` frames (pooled by mean, as the engine does), one
+2 s audio segment as a log-Mel image and one short sentence standing in for its transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from merstream.config import AudioConfig
+from merstream.errors import MerstreamError
+
+REFERENCE_TEXTS = [
+    "Don't forget a jacket.",
+    "This is the best day of my life!",
+    "I miss her so much, I can't stop crying.",
+    "Get out of my house right now!",
+    "Please don't leave me alone in here.",
+    "Ugh, that smells absolutely disgusting.",
+    "The meeting starts at three o'clock.",
+    "I can't believe you actually did it, well done!",
+]
+
+
+@dataclass
+class ReferenceSet:
+    source: str  # a media path, or "random"
+    frames: np.ndarray | None  # [W * F, 3, S, S] normalised frames (None: no video)
+    frames_per_window: int
+    spectrograms: np.ndarray | None  # [W, 3, S, S] log-Mel images (None: no audio)
+    texts: list[str]  # [W]
+
+    @property
+    def windows(self) -> int:
+        return len(self.texts)
+
+    def window_frames(self, w: int) -> slice:
+        f = self.frames_per_window
+        return slice(w * f, (w + 1) * f)
+
+
+def reference_from_media(
+    path: str | Path, image_size: int, audio_cfg: AudioConfig, windows: int = 8, frames_per_window: int = 3
+) -> ReferenceSet:
+    """Real frames and audio from ``path``: ``windows`` equal windows over the whole file."""
+    from merstream.media import iter_frames, probe, read_audio
+    from merstream.model.spectrogram import LogMelImage
+    from merstream.preprocess import shrink, to_model_input
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MerstreamError(f"reference media not found: {path}")
+    info = probe(path)
+    if info.duration <= 0:
+        raise MerstreamError(f"reference media {path} has no duration (not a media file?)")
+    step = info.duration / windows
+    frames = None
+    if info.has_video:
+        targets = [(w + (j + 0.5) / frames_per_window) * step for w in range(windows) for j in range(frames_per_window)]
+        picked: list[np.ndarray | None] = [None] * len(targets)
+        best = [np.inf] * len(targets)
+        for t, rgb in iter_frames(path):
+            for i, target in enumerate(targets):
+                if abs(t - target) < best[i]:
+                    best[i], picked[i] = abs(t - target), shrink(rgb, image_size)
+        if any(p is None for p in picked):
+            raise MerstreamError(f"reference media {path}: could not decode enough frames")
+        frames = to_model_input(picked, image_size)
+    spectrograms = None
+    audio = read_audio(path, audio_cfg.sample_rate) if info.has_audio else None
+    if audio is not None and len(audio):
+        n = int(round(audio_cfg.segment_seconds * audio_cfg.sample_rate))
+        starts = [int(w * step * audio_cfg.sample_rate) for w in range(windows)]
+        segs = np.stack([np.pad(audio[s : s + n], (0, max(0, n - len(audio[s : s + n])))) for s in starts])
+        spectrograms = LogMelImage(audio_cfg)(segs)
+    if frames is None and spectrograms is None:
+        raise MerstreamError(f"reference media {path} has neither video nor audio")
+    texts = [REFERENCE_TEXTS[w % len(REFERENCE_TEXTS)] for w in range(windows)]
+    return ReferenceSet(str(path), frames, frames_per_window, spectrograms, texts)
+
+
+def random_reference(
+    image_size: int, audio_cfg: AudioConfig, windows: int = 8, frames_per_window: int = 3, seed: int = 0
+) -> ReferenceSet:
+    """Noise frames (normal, as normalised images are) and noise audio through the log-Mel path."""
+    from merstream.model.spectrogram import LogMelImage
+
+    rng = np.random.default_rng(seed)
+    frames = rng.standard_normal((windows * frames_per_window, 3, image_size, image_size)).astype(np.float32)
+    n = int(round(audio_cfg.segment_seconds * audio_cfg.sample_rate))
+    audio = (0.05 * rng.standard_normal((windows, n))).astype(np.float32)
+    texts = [REFERENCE_TEXTS[w % len(REFERENCE_TEXTS)] for w in range(windows)]
+    return ReferenceSet("random", frames, frames_per_window, LogMelImage(audio_cfg)(audio), texts)

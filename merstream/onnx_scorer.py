@@ -1,0 +1,205 @@
+"""The onnxruntime backend of the Scorer interface: scores with an export from `merstream export`.
+
+The directory's manifest and the sha256 of every file are checked on load; one InferenceSession
+per graph is created once and reused, inputs are run in batches. New labels are embedded at run
+time with the exported label encoder (``set_labels``), so ``--labels`` works without re-exporting.
+
+Execution providers: TensorRT (when its EP and the TensorRT runtime library are present), CUDA
+(when the installed onnxruntime has it), CPU otherwise; ``.provider`` is the one in use.
+Packaging: merstream depends on the CPU ``onnxruntime`` wheel (faster-whisper needs it). The GPU
+build is a swap, because both wheels install the same ``onnxruntime/`` package::
+
+    pip uninstall -y onnxruntime && pip install onnxruntime-gpu
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MerstreamError
+from .model.prompts import prompt_tokens
+from .model.mer_clip import ZERO_SHOT_TEMPLATES
+from .onnx_manifest import Manifest, read_manifest
+from .scorer import Scorer
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+SHORT = {v: k for k, v in PROVIDERS.items()}
+GPU_SWAP = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def torch_sees_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def provider_note() -> str | None:
+    """A hint when a CUDA GPU is usable by torch but the installed onnxruntime is the CPU build."""
+    if "CUDAExecutionProvider" in _ort().get_available_providers() or not torch_sees_cuda():
+        return None
+    return f"a CUDA GPU is present but onnxruntime is the CPU build; for GPU scoring run: {GPU_SWAP}"
+
+
+def provider_list(requested: list[str] | None) -> list:
+    """The provider list for InferenceSession: requested ones (short or full names) or auto."""
+    available = _ort().get_available_providers()
+    if requested:
+        full = [PROVIDERS.get(p.strip().lower(), p.strip()) for p in requested]
+        for p in full:
+            if p not in available:
+                hint = f"; install the GPU build: {GPU_SWAP}" if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else ""
+                raise MerstreamError(
+                    f"onnxruntime execution provider {SHORT.get(p, p)!r} is not available "
+                    f"(this onnxruntime has: {', '.join(SHORT.get(a, a) for a in available)}){hint}"
+                )
+        chosen = list(dict.fromkeys(full))
+    else:
+        chosen = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if "TensorrtExecutionProvider" in available and ctypes.util.find_library("nvinfer"):
+            chosen.insert(0, "TensorrtExecutionProvider")
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")  # nodes a GPU provider does not support
+    out = []
+    for p in chosen:
+        if p == "TensorrtExecutionProvider":
+            cache = Path.home() / ".cache" / "merstream" / "tensorrt"
+            cache.mkdir(parents=True, exist_ok=True)
+            out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}))
+        else:
+            out.append(p)
+    return out
+
+
+class OnnxScorer(Scorer):
+    """Scores with the ONNX graphs of an export directory (numpy in, numpy out)."""
+
+    name = "onnx"
+
+    def __init__(self, export_dir: str | Path, labels: list[str] | None = None, providers: list[str] | None = None, batch_size: int = 32):
+        self.manifest: Manifest = read_manifest(export_dir)
+        m = self.manifest
+        self.cfg = m.config
+        self.mode = m.mode
+        self.precision = m.precision
+        self.embed_dim = m.embed_dim
+        self.image_size = m.image_size
+        self.context_length = m.context_length
+        self.batch_size = batch_size
+        self.graphs = dict(m.graphs)
+        self.provider_note = provider_note() if not providers else None
+        wanted = provider_list(providers)
+        names = [p if isinstance(p, str) else p[0] for p in wanted]
+        if self.precision == "fp16" and "CUDAExecutionProvider" not in names and "TensorrtExecutionProvider" not in names:
+            raise MerstreamError(
+                f"{m.directory} is an fp16 export, which needs the CUDA execution provider (the CPU provider "
+                f"cannot run it); use a fp32/int8 export on CPU, or on a CUDA machine: {GPU_SWAP}"
+            )
+        ort = _ort()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only
+        self.sessions = {}
+        for name, spec in self.graphs.items():
+            try:
+                self.sessions[name] = ort.InferenceSession(str(m.path(spec.file)), sess_options=opts, providers=wanted)
+            except Exception as e:  # onnxruntime raises its own exception types
+                first = (str(e).splitlines() or [""])[0]
+                raise MerstreamError(f"onnxruntime cannot load {m.path(spec.file)}: {first}") from None
+        used = next(iter(self.sessions.values())).get_providers()[0] if self.sessions else "CPUExecutionProvider"
+        self.provider = SHORT.get(used, used)
+        if providers and used != names[0]:
+            raise MerstreamError(
+                f"onnxruntime could not start the {SHORT.get(names[0], names[0])} provider (it fell back to "
+                f"{self.provider}); check the CUDA / cuDNN / TensorRT libraries"
+            )
+        if self.precision == "fp16" and self.provider == "cpu":
+            raise MerstreamError(f"{m.directory} is an fp16 export but the CUDA provider did not start (fell back to CPU)")
+        if not providers and self.provider == "cpu" and any(n != "CPUExecutionProvider" for n in names):
+            self.provider_note = "the GPU provider of onnxruntime did not start: scoring on CPU"
+        self._stored = {key: np.load(m.path(f)).astype(np.float32) for key, f in m.label_files.items()}
+        self.set_labels(labels or list(m.labels))
+
+    # ---- labels ------------------------------------------------------------------------------
+    @property
+    def can_embed_labels(self) -> bool:
+        if self.mode == "zero-shot":
+            return "text" in self.sessions
+        return self.manifest.use_le and "label_encoder" in self.sessions
+
+    def embed_labels(self, labels: list[str]) -> dict[str, np.ndarray]:
+        """Label embeddings through the exported graph: {"": [K, D]} or zero-shot {"L", "V"}."""
+        if not self.can_embed_labels:
+            raise MerstreamError(f"the export {self.manifest.directory} has no label encoder graph: its labels are fixed")
+        if self.mode == "zero-shot":
+            return {
+                m: self._run_batched("text", prompt_tokens([ZERO_SHOT_TEMPLATES[m].format(x) for x in labels], 0, self.context_length).numpy())
+                for m in ("L", "V")
+            }
+        tokens = prompt_tokens(labels, self.cfg.n_ctx, self.context_length).numpy()
+        return {"": self._run_batched("label_encoder", tokens)}
+
+    def set_labels(self, labels: list[str]) -> None:
+        labels = list(labels)
+        if labels == list(self.manifest.labels) and (self._stored or not self.manifest.use_le and self.mode == "mer-clip"):
+            self.label_emb = dict(self._stored)
+        elif self.mode == "mer-clip" and not self.manifest.use_le:
+            raise MerstreamError("this model has no label encoder (ablation no_le): its labels are fixed")
+        else:
+            self.label_emb = self.embed_labels(labels)
+        self.labels = labels
+
+    # ---- encoders ----------------------------------------------------------------------------
+    def _run_batched(self, graph: str, x: np.ndarray) -> np.ndarray:
+        sess = self.sessions.get(graph)
+        if sess is None:
+            raise MerstreamError(f"the export {self.manifest.directory} has no {graph} graph")
+        name = sess.get_inputs()[0].name
+        dtype = np.int64 if graph in ("text", "label_encoder") else np.float32
+        x = np.asarray(x, dtype=dtype)
+        if len(x) == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        outs = [sess.run(None, {name: np.ascontiguousarray(x[i : i + self.batch_size])})[0] for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def encode_frames(self, x):
+        return self._run_batched("vision", x)
+
+    def encode_audio(self, x):
+        return self._run_batched("audio", x)
+
+    def encode_text(self, tokens):
+        return self._run_batched("text", tokens)
+
+    # ---- fusion and scores -------------------------------------------------------------------
+    def score(self, pooled, present):
+        mods = ["L", "V"] if self.mode == "zero-shot" else self.modalities
+        batch = len(next(iter(pooled.values())))
+        if batch == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        feed = {}
+        for m in mods:
+            feed[f"x_{m}"] = np.asarray(pooled[m], dtype=np.float32) if m in pooled else np.zeros((batch, self.embed_dim), np.float32)
+        feed["present"] = np.stack(
+            [np.asarray(present[m], dtype=np.float32) if m in present and m in pooled else np.zeros(batch, np.float32) for m in mods], axis=1
+        )
+        for key, emb in self.label_emb.items():
+            feed[f"label_emb_{key}" if key else "label_emb"] = emb
+        return self.sessions["head"].run(None, feed)[0]
+
+    def predict(self, probs):
+        if self.mode == "zero-shot":
+            out = np.zeros_like(probs, dtype=bool)
+            out[np.arange(len(probs)), probs.argmax(-1)] = True
+            return out
+        return super().predict(probs)
