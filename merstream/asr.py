@@ -75,6 +75,7 @@ class Transcriber:
             audio.astype(np.float32, copy=False),
             language="en" if self.english_only else None,
             beam_size=1,
+            temperature=0.0,  # no sampling fallback: the same audio gives the same words
             word_timestamps=True,
             vad_filter=vad,
             condition_on_previous_text=False,
