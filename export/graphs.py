@@ -83,7 +83,11 @@ class HeadGraph(nn.Module):
         return self.model.probabilities(self.model.similarity(fused, label_emb))
 
     def input_names(self) -> list[str]:
-        return [f"x_{k}" for k in self.mods] + ["present"] + (["label_emb"] if self.model.use_le else [])
+        return self.names_for(self.model)
+
+    @staticmethod
+    def names_for(model: MerClip) -> list[str]:
+        return [f"x_{k}" for k in model.cfg.modalities] + ["present"] + (["label_emb"] if model.use_le else [])
 
     def example_inputs(self, batch: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         d = self.model.embed_dim

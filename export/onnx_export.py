@@ -78,42 +78,44 @@ def _spec(name: str, shape: list, dtype: str) -> dict:
     return {"name": name, "shape": shape, "dtype": dtype}
 
 
-def _graph_io(model: MerClip, name: str, mode: str, labels: list[str]):
-    """(module, example inputs, input specs, output specs, dynamic axes) of one graph."""
+def graph_specs(model: MerClip, name: str, mode: str) -> tuple[list[dict], list[dict]]:
+    """(input specs, output specs) of one graph; axis names mark the dynamic axes."""
     s, c, d = model.image_size, model.context_length, model.embed_dim
+    emb = [_spec("embeddings", ["batch", d], "float32")]
     if name in ("vision", "audio"):
-        arg = "frames" if name == "vision" else "spectrograms"
-        module = VisionGraph(model) if name == "vision" else AudioGraph(model)
-        example = (torch.randn(EXAMPLE_BATCH, 3, s, s),)
-        return module, example, [_spec(arg, ["batch", 3, s, s], "float32")], [_spec("embeddings", ["batch", d], "float32")]
+        return [_spec("frames" if name == "vision" else "spectrograms", ["batch", 3, s, s], "float32")], emb
     if name in ("text", "label_encoder"):
-        if name == "text":
-            module, arg = TextGraph(model), "tokens"
-            example = (model.tokenize(["an example transcript", "another one"]),)
-        else:
-            module, arg = LabelEncoderGraph(model), "label_tokens"
-            example = (model.label_encoder.tokens(labels[:2] if len(labels) >= 2 else labels * 2),)
-        return module, example, [_spec(arg, ["batch", c], "int64")], [_spec("embeddings", ["batch", d], "float32")]
+        return [_spec("tokens" if name == "text" else "label_tokens", ["batch", c], "int64")], emb
     if mode == "zero-shot":
-        module = ZeroShotHeadGraph()
+        names, mods, le = ZeroShotHeadGraph().input_names(), ZeroShotHeadGraph.mods, True
+    else:
+        names, mods, le = HeadGraph.names_for(model), model.cfg.modalities, model.use_le
+    ins = [_spec(n, ["batch", d], "float32") for n in names[: len(mods)]]
+    ins.append(_spec("present", ["batch", len(mods)], "float32"))
+    ins += [_spec(n, ["labels", d], "float32") for n in names[len(mods) + 1 :]]
+    k = "labels" if le else len(model.cfg.labels)
+    return ins, [_spec("probs", ["batch", k], "float32")]
+
+
+def graph_module(model: MerClip, name: str, mode: str, labels: list[str]) -> tuple[torch.nn.Module, tuple]:
+    """The torch module traced for one graph and its example inputs (batch EXAMPLE_BATCH)."""
+    s, d = model.image_size, model.embed_dim
+    if name in ("vision", "audio"):
+        return (VisionGraph(model) if name == "vision" else AudioGraph(model)), (torch.randn(EXAMPLE_BATCH, 3, s, s),)
+    two = labels[:2] if len(labels) >= 2 else labels * 2  # >= 2 rows, so no axis is specialised to 1
+    if name == "text":
+        return TextGraph(model), (model.tokenize(["an example transcript", "another one"]),)
+    if name == "label_encoder":
+        return LabelEncoderGraph(model), (model.label_encoder.tokens(two),)
+    if mode == "zero-shot":
         k = max(len(labels), 2)
         example = (torch.randn(EXAMPLE_BATCH, d), torch.randn(EXAMPLE_BATCH, d), torch.ones(EXAMPLE_BATCH, 2),
                    torch.randn(k, d), torch.randn(k, d))
-        ins = [_spec("x_L", ["batch", d], "float32"), _spec("x_V", ["batch", d], "float32"),
-               _spec("present", ["batch", 2], "float32"), _spec("label_emb_L", ["labels", d], "float32"),
-               _spec("label_emb_V", ["labels", d], "float32")]
-        return module, example, ins, [_spec("probs", ["batch", "labels"], "float32")]
+        return ZeroShotHeadGraph(), example
     module = HeadGraph(model)
-    k = len(labels) if model.use_le else len(model.cfg.labels)
     with torch.no_grad():
-        lab = model.label_embeddings(labels if len(labels) >= 2 else labels * 2) if model.use_le else None
-    example = module.example_inputs(EXAMPLE_BATCH, lab)
-    m = len(module.mods)
-    ins = [_spec(n, ["batch", d], "float32") for n in module.input_names()[:m]]
-    ins.append(_spec("present", ["batch", m], "float32"))
-    if model.use_le:
-        ins.append(_spec("label_emb", ["labels", d], "float32"))
-    return module, example, ins, [_spec("probs", ["batch", "labels" if model.use_le else k], "float32")]
+        lab = model.label_embeddings(two) if model.use_le else None
+    return module, module.example_inputs(EXAMPLE_BATCH, lab)
 
 
 def _dynamic_axes(specs: list[dict]) -> dict:
@@ -228,7 +230,8 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
     for name in names:
         step(f"exporting {name} graph (opset {opset})")
         t = time.perf_counter()
-        module, example, ins, outs = _graph_io(model, name, mode, labels)
+        module, example = graph_module(model, name, mode, labels)
+        ins, outs = graph_specs(model, name, mode)
         export_graph(module, example, ins, outs, out / f"{name}.onnx", opset)
         files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
     step("embedding the labels")
@@ -258,7 +261,7 @@ def _manifest_data(model, mode, precision, opset, labels, names, source, parity)
     cfg["labels"] = list(labels) if (model.use_le or mode == "zero-shot") else list(model.cfg.labels)
     graphs = {}
     for name in names:
-        _, _, ins, outs = _graph_io(model, name, mode, labels)
+        ins, outs = graph_specs(model, name, mode)
         graphs[name] = {"file": f"{name}.onnx", "inputs": ins, "outputs": outs, "precision": precision}
     if mode == "zero-shot":
         label_files = {"L": "labels_L.npy", "V": "labels_V.npy"}

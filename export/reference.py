@@ -66,10 +66,10 @@ def reference_from_media(
         for t, rgb in iter_frames(path):
             for i, target in enumerate(targets):
                 if abs(t - target) < best[i]:
-                    best[i], picked[i] = abs(t - target), shrink(rgb, image_size)
+                    best[i], picked[i] = abs(t - target), rgb
         if any(p is None for p in picked):
             raise MerstreamError(f"reference media {path}: could not decode enough frames")
-        frames = to_model_input(picked, image_size)
+        frames = to_model_input([shrink(p, image_size) for p in picked], image_size)
     spectrograms = None
     audio = read_audio(path, audio_cfg.sample_rate) if info.has_audio else None
     if audio is not None and len(audio):

@@ -18,6 +18,7 @@ TALK = DATA / "talk" / "talk.mp4"
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real-size architecture (ViT-B-32, random weights), tens of seconds on CPU")
     if not TALK6.exists():
         raise pytest.UsageError(f"test data not found at {DATA} (the repo expects ../shared/data beside it)")
 

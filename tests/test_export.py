@@ -1,0 +1,221 @@
+"""ONNX export and the onnxruntime scorer: parity, dynamic batch, same timeline as torch, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import TALK6
+from merstream.config import ModelConfig
+from merstream.errors import MerstreamError
+from merstream.model import MerClip
+from merstream.onnx_scorer import OnnxScorer
+from merstream.scorer import TorchScorer
+
+from export import export_model, reference_from_media
+
+CLI = [sys.executable, "-c", "from merstream.cli import main; main()"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_ckpt, tmp_path_factory):
+    """`merstream export` of the tiny checkpoint, through the command line (check on)."""
+    out = tmp_path_factory.mktemp("onnx") / "tiny"
+    r = run_cli("export", "--out", out, "--model", tiny_ckpt)
+    assert r.returncode == 0, r.stderr
+    assert "parity OK" in r.stderr
+    return out
+
+
+def test_export_manifest_and_parity_record(exported, tiny_model):
+    m = json.loads((exported / "manifest.json").read_text())
+    assert m["opset"] == 17 and m["precision"] == "fp32" and m["task"] == "emotion"
+    assert m["labels"] == tiny_model.cfg.labels and m["threshold"] == tiny_model.cfg.threshold
+    assert set(m["graphs"]) == {"vision", "audio", "text", "label_encoder", "head"}
+    assert set(m["files"]) == {f"{g}.onnx" for g in m["graphs"]} | {"labels.npy"}
+    assert m["parity"]["ok"] and all(d["max_abs"] <= 1e-4 for d in m["parity"]["diffs"])
+    assert {d["batch"] for d in m["parity"]["diffs"]} >= {1, 5}
+    with torch.no_grad():
+        ref = tiny_model.label_embeddings().numpy()
+    assert np.abs(np.load(exported / "labels.npy") - ref).max() < 1e-5
+
+
+def test_ort_batch_axes_are_dynamic(exported, tiny_model):
+    """Raw onnxruntime sessions on the graphs at batch 1 and 5 match torch."""
+    s = tiny_model.image_size
+    rng = np.random.default_rng(3)
+    vision = ort.InferenceSession(str(exported / "vision.onnx"), providers=["CPUExecutionProvider"])
+    text = ort.InferenceSession(str(exported / "text.onnx"), providers=["CPUExecutionProvider"])
+    frames = rng.standard_normal((5, 3, s, s)).astype(np.float32)
+    tokens = tiny_model.tokenize(["a", "b c", "don't forget a jacket", "d", "e f g"])
+    for b in (1, 5):
+        got = vision.run(None, {"frames": frames[:b]})[0]
+        with torch.no_grad():
+            ref = tiny_model.encode_frames(torch.from_numpy(frames[:b])).numpy()
+        assert got.shape == (b, tiny_model.embed_dim) and np.abs(got - ref).max() < 1e-4
+        got = text.run(None, {"tokens": tokens[:b].numpy()})[0]
+        with torch.no_grad():
+            ref = tiny_model.encode_text(tokens[:b]).numpy()
+        assert got.shape == (b, tiny_model.embed_dim) and np.abs(got - ref).max() < 1e-4
+
+
+def test_set_labels_reembeds_with_exported_label_encoder(exported, tiny_model):
+    onnx = OnnxScorer(exported)
+    assert onnx.provider == "cpu" and onnx.name == "onnx"
+    new = ["calm", "surprised", "a burst of laughter"]
+    onnx.set_labels(new)
+    assert onnx.labels == new
+    with torch.no_grad():
+        ref = tiny_model.label_embeddings(new).numpy()
+    assert np.abs(onnx.label_emb[""] - ref).max() < 1e-4
+    torch_s = TorchScorer(tiny_model, new)
+    rng = np.random.default_rng(0)
+    pooled = {m: rng.standard_normal((4, tiny_model.embed_dim)).astype(np.float32) for m in "LVA"}
+    present = {m: np.array([1, 0, 1, 1], dtype=np.float32) for m in "LVA"}
+    a, b = torch_s.score(pooled, present), onnx.score(pooled, present)
+    assert a.shape == b.shape == (4, 3) and np.abs(a - b).max() < 1e-4
+
+
+def _timeline(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows[-1]["end"]["complete"]
+    return rows[0]["meta"], [r for r in rows if "index" in r]
+
+
+def _same_timeline(a, b):
+    assert len(a) == len(b) > 5
+    for x, y in zip(a, b):
+        assert (x["start"], x["end"], x["labels"], x["top"], x["modalities"]) == (y["start"], y["end"], y["labels"], y["top"], y["modalities"])
+        assert x["scores"].keys() == y["scores"].keys()
+        assert max(abs(x["scores"][k] - y["scores"][k]) for k in x["scores"]) <= 1e-4
+
+
+def test_cli_file_same_timeline_onnx_and_torch(exported, tiny_ckpt, tmp_path):
+    procs = {  # both backends at once (2 processes): the wall time of one
+        name: subprocess.Popen(
+            [*CLI, "file", str(TALK6), "--model", str(model), "-o", str(tmp_path / name), "--no-asr", "--no-plot"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for name, model in (("onnx", exported), ("torch", tiny_ckpt))
+    }
+    outs = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        outs[name] = _timeline(tmp_path / name / "talk_6emotions.jsonl")
+    assert outs["onnx"][0]["backend"] == "onnx" and outs["torch"][0]["backend"] == "torch"
+    _same_timeline(outs["onnx"][1], outs["torch"][1])
+    assert {w["modalities"] for w in outs["onnx"][1]} == {"VA"}
+
+
+def test_engine_same_windows_with_transcript(exported, tiny_model):
+    """All three modalities (words with times standing in for ASR) through the engine."""
+    from merstream.asr import Word
+    from merstream.config import StreamConfig
+    from merstream.run_file import make_engine, prepare, score_job
+
+    words = [Word(0.2 + 0.6 * i, 0.6 + 0.6 * i, w) for i, w in enumerate("Don't forget a jacket , I said , don't forget it".split())]
+    results = {}
+    for name, scorer in (("onnx", OnnxScorer(exported)), ("torch", TorchScorer(tiny_model))):
+        job = prepare(str(TALK6), scorer, None, on_note=lambda m: None)
+        job.words = words
+        engine = make_engine(job, scorer, StreamConfig())
+        results[name] = [r.to_json() for r in score_job(str(TALK6), job, engine)]
+    assert any(w["modalities"] == "LVA" for w in results["onnx"])
+    _same_timeline(results["onnx"], results["torch"])
+
+
+def test_tampered_file_is_one_line_error(exported, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(exported, bad)
+    data = bytearray((bad / "head.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "head.onnx").write_bytes(bytes(data))
+    r = run_cli("file", TALK6, "--model", bad, "-o", tmp_path / "o", "--no-asr")
+    assert r.returncode == 1
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "head.onnx does not match its sha256" in lines[0], r.stderr
+
+
+def test_bad_export_dirs_and_providers(exported, tmp_path):
+    with pytest.raises(MerstreamError, match="not found"):
+        OnnxScorer(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MerstreamError, match="no manifest.json"):
+        OnnxScorer(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(MerstreamError, match="corrupt"):
+        OnnxScorer(broken)
+    shutil.copy(exported / "manifest.json", broken / "manifest.json")
+    (broken / "vision.onnx").unlink()
+    with pytest.raises(MerstreamError, match="vision.onnx is missing"):
+        OnnxScorer(broken)
+    with pytest.raises(MerstreamError, match="provider 'cuda' is not available"):
+        OnnxScorer(exported, providers=["cuda"])
+
+
+def test_int8_export_reports_accuracy(tiny_model, tmp_path):
+    ref = reference_from_media(TALK6, tiny_model.image_size, tiny_model.cfg.audio, windows=6)
+    r = export_model(tiny_model, tmp_path / "int8", precision="int8", reference=ref, check=False)
+    assert r.parity is None
+    acc = r.accuracy
+    assert acc.precision == "int8" and acc.windows == 6 and acc.source == str(TALK6)
+    assert 0 < acc.max_abs_score_diff < 0.2 and 0 <= acc.label_agreement <= 1 and 0 <= acc.top1_agreement <= 1
+    assert min(acc.embedding_cosine.values()) > 0.99
+    m = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert m["precision"] == "int8" and m["graphs"]["vision"]["precision"] == "int8" and m["graphs"]["head"]["precision"] == "fp32"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8" / "vision.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+    scorer = OnnxScorer(tmp_path / "int8")
+    assert scorer.precision == "int8" and scorer.encode_frames(ref.frames[:2]).shape == (2, tiny_model.embed_dim)
+
+
+def test_fp16_export_refused_without_cuda(tiny_model, tmp_path):
+    r = export_model(tiny_model, tmp_path / "fp16", precision="fp16", check=False)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA provider present: fp16 is verified by export itself")
+    assert any("NOT verified" in n for n in r.notes)
+    with pytest.raises(MerstreamError, match="fp16 export, which needs the CUDA execution provider"):
+        OnnxScorer(tmp_path / "fp16")
+
+
+def test_ablations_and_zero_shot_export(tmp_path):
+    torch.manual_seed(1)
+    no_le = MerClip(ModelConfig(clip="merstream-tiny", ablation="no_le", task="sentiment", labels=["negative", "positive"])).eval()
+    r = export_model(no_le, tmp_path / "no_le")
+    assert r.parity.ok and "label_encoder" not in {g.name for g in r.graphs}
+    scorer = OnnxScorer(tmp_path / "no_le")
+    with pytest.raises(MerstreamError, match="labels are fixed"):
+        scorer.set_labels(["sad", "happy"])
+    from merstream.models import resolve_model
+
+    zs = resolve_model(None, "merstream-tiny", None, ["happy", "sad", "angry"])
+    r = export_model(zs.model, tmp_path / "zs", mode="zero-shot")
+    assert r.parity.ok and any(d.output == "label embeddings V" for d in r.parity.diffs)
+    assert OnnxScorer(tmp_path / "zs").modalities == ["L", "V"]
+
+
+@pytest.mark.slow
+def test_vit_b32_vision_and_cmd_export_parity(tmp_path):
+    """The real ViT-B-32 architecture (random weights): vision tower + CMD head pass --check."""
+    torch.manual_seed(0)
+    model = MerClip(ModelConfig(clip="ViT-B-32", fusion_order=["V"])).eval()
+    r = export_model(model, tmp_path / "vitb32", graphs=["vision", "head"])
+    assert r.parity.ok and r.parity.worst.max_abs <= 1e-4
+    assert {(d.output, d.batch) for d in r.parity.diffs} >= {("frame embeddings", 1), ("frame embeddings", 5)}
+    assert OnnxScorer(tmp_path / "vitb32").embed_dim == 512
