@@ -155,6 +155,13 @@ def prepare_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def validate_options(precision: str, opset: int) -> None:
+    if precision not in PRECISIONS:
+        raise MerstreamError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise MerstreamError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (got {opset})")
+
+
 def export_model(
     model: MerClip,
     out: str | Path,
@@ -175,10 +182,7 @@ def export_model(
     t0 = time.perf_counter()
     if mode not in MODES:
         raise MerstreamError(f"export mode must be one of {MODES}, got {mode!r}")
-    if precision not in PRECISIONS:
-        raise MerstreamError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise MerstreamError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (got {opset})")
+    validate_options(precision, opset)
     model = model.eval()
     labels = list(labels or model.cfg.labels)
     if not model.use_le and mode == "mer-clip" and labels != list(model.cfg.labels):

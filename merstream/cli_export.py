@@ -28,10 +28,12 @@ def export_cmd(
 ):
     """Export the model to ONNX for onnxruntime (`merstream file --model DIR` then scores with it)."""
     from export import export_model
+    from export.onnx_export import validate_options
     from export.reference import reference_from_media
 
     from .models import resolve_model
 
+    validate_options(precision, opset)
     label_list = parse_labels(labels)
     with console.status("loading the model...") as status:
         r = resolve_model(model, clip, clip_weights, label_list)
@@ -45,7 +47,7 @@ def export_cmd(
             check=check, tol=tol, labels=label_list, reference=ref, source=r.source,
             on_step=lambda msg: status.update(msg + "..."),
         )
-    table = Table(title=f"ONNX export {result.directory} ({result.precision}, opset {result.opset}, {result.seconds:.1f} s)")
+    table = Table(title=f"{result.directory}: {result.precision}, opset {result.opset}")
     table.add_column("graph")
     table.add_column("file")
     table.add_column("MB", justify="right")
@@ -68,7 +70,10 @@ def export_cmd(
             console.print(line, soft_wrap=True)
     for n in result.notes:
         note(n)
-    console.print(f"manifest: {result.directory / 'manifest.json'}  (score with: merstream file VIDEO --model {result.directory})", soft_wrap=True)
+    console.print(
+        f"exported in {result.seconds:.1f} s; manifest: {result.directory / 'manifest.json'}  "
+        f"(score with: merstream file VIDEO --model {result.directory})", soft_wrap=True,
+    )
 
 
 @app.command("doctor")
