@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import MerstreamError
+from .errors import Interrupted, MerstreamError
 
 app = typer.Typer(
     add_completion=False,
@@ -103,7 +104,7 @@ def file_cmd(
                 writer.write(r)
                 progress.update(task, windows=len(writer.results))
     except BaseException as e:
-        error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({type(e).__name__})"
+        error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({e or type(e).__name__})"
         raise
     finally:
         writer.close(error=error)
@@ -133,17 +134,24 @@ def file_cmd(
 from . import cli_export, cli_live, cli_train  # noqa: E402,F401
 
 
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
     """Entry point: every MerstreamError (and a few library errors) is one line and exit 1."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupted)
     try:
         app()
     except MerstreamError as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        console.print(f"interrupted ({signal.Signals(signum).name}): every window scored so far is in the timeline")
+        sys.exit(128 + signum)
     except Exception as e:  # a bug: still one line, traceback on request
         if os.environ.get("MERSTREAM_DEBUG"):
             raise

@@ -96,6 +96,6 @@ def score_job(
     expected = job.info.duration
     if expected > 0 and decoded < expected - max(0.5, 0.05 * expected):
         raise MerstreamError(
-            f"{path} is truncated: the container says {expected:.2f} s but only {decoded:.2f} s could be decoded "
+            f"{path} is truncated or corrupt: the container says {expected:.2f} s but only {decoded:.2f} s could be decoded "
             f"(the windows of the decodable part were written)"
         )

@@ -1,0 +1,113 @@
+"""A bad-input corpus generated at test time from real media, and signals during `merstream file`.
+
+Each input gives either a correct timeline or a one-line error with a non-zero exit, never a
+traceback, and never a partial timeline under a name that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TALK6, ffmpeg
+
+CORPUS = {
+    # name: (ffmpeg args producing it from TALK6 (None: custom), expected windows, expected modalities)
+    "audio_only.m4a": (["-vn", "-c:a", "copy"], 12, "A"),
+    "video_only.mp4": (["-an", "-c:v", "copy"], 12, "V"),
+    "vfr.mp4": (["-vf", "select='not(eq(mod(n\\,4)\\,1))'", "-fps_mode", "vfr", "-c:a", "aac"], 12, "VA"),
+    "stereo48k.wav": (["-vn", "-ac", "2", "-ar", "48000"], 12, "A"),
+    "mono8k.flac": (["-vn", "-ac", "1", "-ar", "8000"], 12, "A"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    for name, (args, _, _) in CORPUS.items():
+        ffmpeg("-i", str(TALK6), *args, str(d / name))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=7680x4320:rate=2", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+           str(d / "frames_8k.mp4"))
+    ffmpeg("-i", str(TALK6), "-t", "0", str(d / "zero_frames.mp4"))
+    (d / "corrupt.mp4").write_bytes(TALK6.read_bytes()[:4096] + os.urandom(50_000))
+    (d / "truncated.mp4").write_bytes(TALK6.read_bytes()[:300_000])
+    odd = os.fsencode(str(d)) + b"/caf\xe9_\xff.mp4"  # not valid UTF-8
+    with open(odd, "wb") as f:
+        f.write(TALK6.read_bytes())
+    return d
+
+
+def run(*args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "merstream", *args], capture_output=True, timeout=timeout)
+
+
+def lines(p: Path) -> list[dict]:
+    return [json.loads(x) for x in p.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", [*CORPUS, "frames_8k.mp4"])
+def test_odd_but_valid_media_gives_a_correct_timeline(corpus, tiny_ckpt, tmp_path, name):
+    windows_expected, mods = CORPUS.get(name, (None, 1, "V"))[1:]
+    p = run("file", str(corpus / name), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr.decode()
+    rows = lines(tmp_path / (Path(name).stem + ".jsonl"))
+    windows = rows[1:-1]
+    assert rows[-1]["end"]["complete"] is True
+    assert len(windows) == windows_expected
+    assert all(w["modalities"] == mods for w in windows)
+    if "V" in mods:
+        assert all(w["frames"] >= 11 for w in windows[:-1])
+
+
+@pytest.mark.parametrize(
+    "name,needle",
+    [("zero_frames.mp4", "neither a video nor an audio stream"), ("corrupt.mp4", "truncated or corrupt"),
+     ("truncated.mp4", "truncated")],
+)
+def test_broken_media_gives_one_line_error(corpus, tiny_ckpt, tmp_path, name, needle):
+    p = run("file", str(corpus / name), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], err
+    assert not (tmp_path / (Path(name).stem + ".jsonl")).exists()  # nothing that looks complete
+
+
+def test_non_utf8_path(corpus, tiny_ckpt, tmp_path):
+    odd = os.fsencode(str(corpus)) + b"/caf\xe9_\xff.mp4"
+    p = subprocess.run([os.fsencode(sys.executable), b"-m", b"merstream", b"file", odd, b"--model", os.fsencode(str(tiny_ckpt)),
+                        b"--no-asr", b"--no-plot", b"--out", os.fsencode(str(tmp_path))], capture_output=True, timeout=600)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    out = os.fsencode(str(tmp_path)) + b"/caf\xe9_\xff.jsonl"
+    rows = [json.loads(x) for x in open(out, "rb").read().decode().splitlines()]
+    assert rows[-1]["end"] == {"complete": True, "windows": 12}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_file_keeps_every_window(tiny_ckpt, media_dir, tmp_path, sig):
+    long = media_dir / "long.mp4"
+    if not long.exists():
+        ffmpeg("-stream_loop", "6", "-i", str(TALK6), "-c", "copy", str(long))  # ~89 s
+    proc = subprocess.Popen([sys.executable, "-m", "merstream", "file", str(long), "--model", str(tiny_ckpt), "--no-asr",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    live = tmp_path / "long.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not live.exists() or live.read_text().count("\n") < 4):
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert b"Traceback" not in err
+    rows = lines(tmp_path / "long.partial.jsonl")
+    windows = rows[1:-1]
+    assert rows[-1]["end"]["complete"] is False and rows[-1]["end"]["windows"] == len(windows) >= 3
+    assert [w["index"] for w in windows] == list(range(len(windows)))
+    csv_rows = (tmp_path / "long.partial.csv").read_text().splitlines()
+    assert len(csv_rows) == len(windows) + 1
