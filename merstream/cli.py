@@ -50,7 +50,7 @@ def note(msg: str) -> None:
 
 @app.command("file")
 def file_cmd(
-    path: Path = typer.Argument(..., help="Video (or audio) file to score."),
+    paths: list[str] = typer.Argument(..., help="Video or audio file(s), directories or glob patterns to score."),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Directory for <name>.jsonl, .csv and .png."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint (dir or .safetensors) or ONNX export dir. Default: the embedded model."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to score (any text)."),
@@ -62,20 +62,29 @@ def file_cmd(
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Zero-shot mode: open_clip pretrained tag or local weights file."),
     backend: str = typer.Option("auto", help="auto | torch | onnx"),
     plot: bool = typer.Option(True, help="Write the PNG plot."),
+    naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: re-encode every window's frames (no embedding cache)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Batch: worker processes (one model each)."),
+    ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),
 ):
     """Score a media file window by window and write its emotion timeline (JSONL, CSV, PNG)."""
     from .asr import Transcriber
     from .config import StreamConfig
     from .models import resolve_scorer
-    from .run_file import make_engine, prepare, score_job
-    from .sinks import TimelineWriter, summary
+    from .run_file import score_file
+    from .sinks import summary
 
     if window is not None or hop is not None:
         StreamConfig(window=2.0 if window is None else window, hop=1.0 if hop is None else hop)  # validate early
     if backend not in ("auto", "torch", "onnx"):
         fail(f"--backend must be auto, torch or onnx (got {backend!r})")
+    from .batch import expand_inputs
     from .media import probe
 
+    files = expand_inputs(paths)
+    if len(files) > 1 or ray or any(Path(p).is_dir() for p in paths):
+        return _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address)
+    path = files[0]
     probe(path)  # bad media fails here, before any model is loaded
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend)
     if scorer.notice:
@@ -84,50 +93,68 @@ def file_cmd(
         window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop
     )
     transcriber = None if no_asr or "L" not in scorer.modalities else Transcriber(asr_model)
-    with console.status("decoding audio and transcribing..."):
-        job = prepare(str(path), scorer, transcriber, on_note=note)
-    writer = TimelineWriter(out, path.stem, scorer.labels, meta={
-        "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
-        "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
-    })
-    engine = make_engine(job, scorer, stream)
-    total = max(job.info.duration, 0.01)
-    error = None
-    try:
-        with Progress(
-            TextColumn("[bold]scoring[/]"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
-            TextColumn("{task.fields[windows]} windows"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=True,
-        ) as progress:
-            task = progress.add_task("score", total=total, windows=0)
-            for r in score_job(str(path), job, engine, on_progress=lambda t: progress.update(task, completed=min(t, total))):
-                writer.write(r)
-                progress.update(task, windows=len(writer.results))
-    except BaseException as e:
-        error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({e or type(e).__name__})"
-        raise
-    finally:
-        writer.close(error=error)
-        if writer.results:
-            console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)", soft_wrap=True)
-    if not writer.results:
-        fail(f"{path}: no windows could be scored (no decodable media)")
-    if plot:
-        writer.plot(title=f"{path.name} — {scorer.name}")
-        console.print(f"plot: {writer.png_path}", soft_wrap=True)
-    table = Table(title=f"{path.name}: {len(writer.results)} windows, {writer.results[-1].end:.1f} s")
+    with Progress(
+        TextColumn("[bold]{task.description}[/]"), BarColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("decoding + transcribing", total=None, info="")
+        run = score_file(
+            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note,
+            on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
+            on_window=lambda t, n: progress.update(
+                task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
+            ),
+        )
+    console.print(f"timeline: {run.jsonl}  {run.csv}  ({run.windows} windows)", soft_wrap=True)
+    if run.png:
+        console.print(f"plot: {run.png}", soft_wrap=True)
+    table = Table(title=f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall")
     table.add_column("label")
     table.add_column("top in windows", justify="right")
     table.add_column("mean score", justify="right")
-    for lab, n, mean in summary(writer.results):
+    for lab, n, mean in summary(run.results):
         table.add_row(lab, str(n), f"{mean:.3f}")
     Console().print(table)
-    c = engine.counters
+    c = run.counters
     console.print(
         f"encoded: {c.frames_encoded} frames ({c.frame_cache_hits} cache hits), "
         f"{c.segments_encoded} audio segments, {c.texts_encoded} transcripts ({c.text_cache_hits} cache hits)",
         soft_wrap=True,
     )
+
+
+def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address):
+    import time
+
+    from .batch import BatchOptions, run_local, run_ray
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    opts = BatchOptions(str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, threads)
+    t0 = time.perf_counter()
+    outcomes = []
+    with Progress(
+        TextColumn("[bold]batch[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("batch", total=len(files))
+        runner = run_ray(files, opts, ray_address, workers) if ray else run_local(files, opts, workers)
+        for o in runner:
+            outcomes.append(o)
+            progress.advance(task)
+            if not o.ok:
+                console.print(f"[bold red]error:[/] {o.error}", soft_wrap=True)
+    wall = time.perf_counter() - t0
+    media = sum(o.duration for o in outcomes if o.ok)
+    table = Table(title=f"{len(files)} files, {workers} worker(s){' on Ray' if ray else ''}: {media:.1f} s of media in {wall:.1f} s")
+    for col in ("file", "windows", "media s", "wall s", "status"):
+        table.add_column(col)
+    for o in sorted(outcomes, key=lambda o: o.path):
+        table.add_row(Path(o.path).name, str(o.windows), f"{o.duration:.1f}", f"{o.seconds:.1f}", "ok" if o.ok else "failed")
+    Console().print(table)
+    console.print(f"throughput: {media / wall:.2f} s of media per s (timelines in {out})", soft_wrap=True)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise typer.Exit(1)
 
 
 # command modules register themselves on `app` (kept apart so each stays small)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from .asr import Transcriber, Word
 from .config import StreamConfig
-from .engine import Engine, WindowResult
+from .engine import Counters, Engine, WindowResult
 from .media import MediaInfo, iter_frames, probe, read_audio
 from .errors import MerstreamError
 from .scorer import Scorer
+from .sinks import TimelineWriter
 
-__all__ = ["FileJob", "prepare", "make_engine", "score_job", "Word"]
+__all__ = ["FileJob", "FileRun", "prepare", "make_engine", "score_job", "score_file", "Word"]
 
 
 @dataclass
@@ -48,9 +51,9 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
     return FileJob(info, audio, words, notes)
 
 
-def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig) -> Engine:
+def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig, reuse: bool = True) -> Engine:
     has_audio = job.audio is not None
-    engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio)
+    engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio, reuse=reuse)
     engine.insert_words(job.words, until=float("inf"))
     return engine
 
@@ -99,3 +102,63 @@ def score_job(
             f"{path} is truncated or corrupt: the container says {expected:.2f} s but only {decoded:.2f} s could be decoded "
             f"(the windows of the decodable part were written)"
         )
+
+
+@dataclass
+class FileRun:
+    """What one `merstream file` run produced."""
+
+    path: str
+    windows: int
+    duration: float
+    jsonl: Path
+    csv: Path
+    png: Path | None
+    counters: Counters
+    seconds: float  # wall time, decoding + ASR + scoring
+    asr_seconds: float
+    results: list[WindowResult]
+
+
+def score_file(
+    path: str | Path,
+    scorer: Scorer,
+    transcriber: Transcriber | None,
+    stream: StreamConfig,
+    out_dir: Path,
+    plot: bool = True,
+    reuse: bool = True,
+    on_note: Callable[[str], None] = print,
+    on_start: Callable[[float], None] | None = None,
+    on_window: Callable[[float, int], None] | None = None,
+) -> FileRun:
+    """The whole `merstream file` pipeline for one input: decode, transcribe, score every window,
+    write the timeline as windows are produced (JSONL/CSV flushed per window), then the plot.
+    On an error or a signal the timeline is closed as <name>.partial.* and the error re-raised."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    job = prepare(str(path), scorer, transcriber, on_note=on_note)
+    asr_seconds = time.perf_counter() - t0
+    writer = TimelineWriter(Path(out_dir), path.stem, scorer.labels, meta={
+        "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
+        "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
+    })
+    engine = make_engine(job, scorer, stream, reuse=reuse)
+    if on_start:
+        on_start(job.info.duration)
+    error = None
+    try:
+        for r in score_job(str(path), job, engine, on_progress=(lambda t: on_window(t, len(writer.results))) if on_window else None):
+            writer.write(r)
+    except BaseException as e:
+        error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({e or type(e).__name__})"
+        raise
+    finally:
+        writer.close(error=error)
+        if writer.results and error is not None:
+            on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
+    if not writer.results:
+        raise MerstreamError(f"{path}: no windows could be scored (no decodable media)")
+    png = writer.plot(title=f"{path.name} - {scorer.name}") if plot else None
+    return FileRun(str(path), len(writer.results), writer.results[-1].end, writer.jsonl_path, writer.csv_path, png,
+                   engine.counters, time.perf_counter() - t0, asr_seconds, writer.results)

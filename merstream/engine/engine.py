@@ -42,6 +42,7 @@ class Engine:
         has_audio: bool = True,
         has_text: bool = True,
         max_pending: int | None = None,
+        reuse: bool = True,
     ):
         self.scorer = scorer
         self.stream = stream or StreamConfig()
@@ -49,6 +50,7 @@ class Engine:
         self.use = {"V": has_video and "V" in mods, "A": has_audio and "A" in mods, "L": has_text and "L" in mods}
         self.has_video, self.has_audio, self.has_text = has_video, has_audio, has_text
         self.max_pending = max_pending  # live: when more windows are ready than this, drop the oldest
+        self.reuse = reuse  # False: the naive baseline, every window re-encodes its own frames/segments
         self.sr = scorer.audio_cfg.sample_rate
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
@@ -170,6 +172,12 @@ class Engine:
     def _score(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
         if not windows:
             return []
+        if not self.reuse and len(windows) > 1:
+            return [r for w in windows for r in self._score([w], duration)]
+        if not self.reuse:
+            self.frame_cache.clear()
+            self.segment_cache.clear()
+            self.text_cache.clear()
         plans = []
         for w in windows:
             end = min(w.end, duration) if duration is not None else w.end

@@ -1,0 +1,140 @@
+"""Batch scoring: many files, N worker processes on one machine (each loads the model once).
+
+For many machines, run one `merstream file` batch per machine on a shard of the inputs, or use
+the Ray mode (`--ray`), which sends the same per-file function to a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterator
+
+from .errors import MerstreamError
+
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv", ".m4v", ".wav", ".flac", ".mp3", ".m4a", ".ogg"}
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files, directories (their media files, sorted) and glob patterns -> a de-duplicated list."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+        elif any(ch in item for ch in "*?[") and not p.exists():
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise MerstreamError(f"no files match {item!r}")
+            out += matches
+        else:
+            out.append(p)
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    if not unique:
+        raise MerstreamError("no media files to score")
+    return unique
+
+
+@dataclass
+class BatchOptions:
+    out: str
+    model: str | None = None
+    labels: list[str] | None = None
+    window: float | None = None
+    hop: float | None = None
+    asr_model: str = "tiny.en"
+    no_asr: bool = False
+    clip: str | None = None
+    clip_weights: str | None = None
+    backend: str = "auto"
+    plot: bool = True
+    threads: int = 1  # torch/ORT threads per worker
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    ok: bool
+    windows: int = 0
+    duration: float = 0.0
+    seconds: float = 0.0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_state: dict = {}
+
+
+def _load(opts: BatchOptions):
+    """Per-process model and recogniser, built once."""
+    if "scorer" not in _state:
+        import torch
+
+        torch.set_num_threads(max(1, opts.threads))
+        from .asr import Transcriber
+        from .config import StreamConfig
+        from .models import resolve_scorer
+
+        scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend)
+        transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model)
+        stream = StreamConfig(window=opts.window or scorer.cfg.window, hop=opts.hop or scorer.cfg.hop)
+        _state.update(scorer=scorer, transcriber=transcriber, stream=stream)
+    return _state["scorer"], _state["transcriber"], _state["stream"]
+
+
+def score_one(path: str, opts: BatchOptions) -> FileOutcome:
+    """Score one file in this process; errors become an outcome, never an exception."""
+    from .run_file import score_file
+
+    notes: list[str] = []
+    try:
+        scorer, transcriber, stream = _load(opts)
+        run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, on_note=notes.append)
+        return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
+    except MerstreamError as e:
+        return FileOutcome(path, False, error=str(e), notes=notes)
+    except Exception as e:  # a bug in one file must not lose the others
+        return FileOutcome(path, False, error=f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", notes=notes)
+
+
+def run_local(files: list[Path], opts: BatchOptions, workers: int) -> Iterator[FileOutcome]:
+    """Score files with ``workers`` processes (1: in this process); yields outcomes as they finish."""
+    if workers <= 1:
+        for f in files:
+            yield score_one(str(f), opts)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(score_one, str(f), opts) for f in files]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers: int) -> Iterator[FileOutcome]:
+    """The same per-file function as Ray tasks (a local Ray instance when no address is given)."""
+    try:
+        import ray
+    except ImportError:
+        raise MerstreamError("--ray needs Ray: pip install 'merstream[ray]' (or pip install ray)") from None
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": max(1, workers)}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    remote = ray.remote(num_cpus=1)(score_one)
+    pending = [remote.remote(str(f), opts) for f in files]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+__all__ = ["BatchOptions", "FileOutcome", "expand_inputs", "run_local", "run_ray", "score_one", "default_workers"]
