@@ -1,0 +1,61 @@
+"""Batch mode: a folder / glob of real clips with worker processes, and the Ray mode on one machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DATA
+
+CREMA = DATA / "crema_d"
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "merstream", "file", *args], capture_output=True, text=True, timeout=600)
+
+
+def windows(path: Path) -> list[dict]:
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert rows[-1]["end"]["complete"]
+    return rows[1:-1]
+
+
+def test_folder_with_two_workers_matches_one_worker(tiny_ckpt, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    p1 = run(str(CREMA / "*.flv"), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(one), "-j", "1")
+    p2 = run(str(CREMA), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(two), "-j", "2")
+    assert p1.returncode == 0 and p2.returncode == 0, p1.stderr + p2.stderr
+    names = sorted(f.name for f in one.glob("*.jsonl"))
+    assert len(names) == 6 and names == sorted(f.name for f in two.glob("*.jsonl"))
+    for n in names:
+        a, b = windows(one / n), windows(two / n)
+        assert [w["scores"] for w in a] == [w["scores"] for w in b]
+    assert "6 files, 2 worker(s)" in p2.stdout and "throughput:" in p2.stderr
+
+
+def test_one_bad_file_does_not_lose_the_others(tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not media")
+    p = run(str(CREMA / "1001_DFA_HAP_XX.flv"), str(bad), "--model", str(tiny_ckpt), "--no-asr", "--no-plot",
+            "--out", str(tmp_path / "o"))
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert [x for x in p.stderr.splitlines() if x.startswith("error:")] == [
+        f"error: {bad} is not a readable video or audio file (Invalid data found when processing input)"
+    ]
+    assert len(windows(tmp_path / "o" / "1001_DFA_HAP_XX.jsonl")) == 1
+
+
+def test_ray_mode_on_one_machine(tiny_ckpt, tmp_path):
+    p = run(str(CREMA / "1001_DFA_ANG_XX.flv"), str(CREMA / "1001_DFA_SAD_XX.flv"), "--ray", "-j", "2",
+            "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "on Ray" in p.stdout
+    assert len(windows(tmp_path / "1001_DFA_ANG_XX.jsonl")) == 2
+    assert len(windows(tmp_path / "1001_DFA_SAD_XX.jsonl")) == 2
+
+
+def test_glob_without_matches_is_one_line_error(tmp_path):
+    p = run(str(tmp_path / "*.mp4"))
+    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("error: no files match")
