@@ -86,7 +86,7 @@ def file_cmd(
         return _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address)
     path = files[0]
     probe(path)  # bad media fails here, before any model is loaded
-    scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend)
+    scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:
         note(scorer.notice)
     stream = StreamConfig(

@@ -1,15 +1,16 @@
 """Which model scores a run: a checkpoint, an ONNX export, a zero-shot CLIP, or the default.
 
-``resolve_scorer(None)`` returns the embedded default model when the package ships one
+``resolve_scorer(None)`` uses the embedded default model when the package ships one
 (``merstream/assets/merstream-small``); otherwise a randomly initialised tiny model, with a
-notice saying its scores are meaningless.
+notice saying its scores are meaningless. With the default ``backend="auto"`` checkpoints are
+scored by onnxruntime through a cached export (see :mod:`merstream.export_cache`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .config import ModelConfig
 from .errors import MerstreamError
@@ -85,7 +86,11 @@ def resolve_scorer(
     clip_weights: str | None = None,
     backend: str = "auto",
     providers: list[str] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Scorer:
+    """The scorer for the command-line options. ``backend``: "onnx" needs an export directory;
+    "torch" runs a checkpoint in torch; "auto" runs export directories and checkpoints (the
+    default model included) with onnxruntime, exporting a checkpoint once into the cache."""
     if model is not None and clip is None and clip_weights is None:
         p = Path(model).expanduser()
         if not p.exists():
@@ -105,6 +110,17 @@ def resolve_scorer(
     r = resolve_model(model, clip, clip_weights, labels)
     if backend == "onnx" and r.kind in ("default", "checkpoint"):
         raise MerstreamError(f"{r.source} is not an ONNX export directory (no manifest.json); run `merstream export` first")
+    if backend == "auto" and r.kind in ("default", "checkpoint"):
+        from .export_cache import cached_export
+        from .onnx_scorer import OnnxScorer
+
+        export_dir = cached_export(r.model, Path(r.source), on_note)
+        scorer = OnnxScorer(export_dir, labels=labels, providers=providers)
+        what = "embedded default model merstream-small" if r.kind == "default" else f"checkpoint {r.source}"
+        scorer.notice = f"model: {what} (ONNX {scorer.precision}, {scorer.provider})"
+        if scorer.provider_note:
+            scorer.notice += f"; {scorer.provider_note}"
+        return scorer
     scorer = ZeroShotScorer(r.model, labels) if r.kind == "zero-shot" else TorchScorer(r.model, labels)
     scorer.notice = r.notice
     return scorer

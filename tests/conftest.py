@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the ONNX export cache (checkpoints run with --backend auto are exported once) lives in the test run
+os.environ["MERSTREAM_CACHE"] = tempfile.mkdtemp(prefix="merstream-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data").resolve()

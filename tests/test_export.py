@@ -104,10 +104,11 @@ def _same_timeline(a, b):
 def test_cli_file_same_timeline_onnx_and_torch(exported, tiny_ckpt, tmp_path):
     procs = {  # both backends at once (2 processes): the wall time of one
         name: subprocess.Popen(
-            [*CLI, "file", str(TALK6), "--model", str(model), "-o", str(tmp_path / name), "--no-asr", "--no-plot"],
+            [*CLI, "file", str(TALK6), "--model", str(model), "-o", str(tmp_path / name), "--no-asr", "--no-plot",
+             "--backend", backend],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for name, model in (("onnx", exported), ("torch", tiny_ckpt))
+        for name, model, backend in (("onnx", exported, "auto"), ("torch", tiny_ckpt, "torch"))
     }
     outs = {}
     for name, proc in procs.items():

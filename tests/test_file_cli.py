@@ -156,3 +156,17 @@ def test_custom_labels_and_hop(tiny_ckpt, tmp_path):
 def test_help_lists_commands():
     p = run("--help")
     assert p.returncode == 0 and "file" in p.stdout
+
+
+def test_checkpoint_runs_on_onnx_through_a_cached_export(tiny_ckpt, tmp_path):
+    import os
+
+    env = {**os.environ, "MERSTREAM_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "merstream", "file", str(TALK), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "exporting" in first.stderr and "exporting" not in second.stderr
+    assert len(list((tmp_path / "cache" / "onnx").glob("*-fp32/manifest.json"))) == 1
+    meta, _, _ = timeline(tmp_path / "talk.jsonl")
+    assert meta["backend"] == "onnx" and "ONNX fp32" in meta["model"]

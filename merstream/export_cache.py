@@ -1,0 +1,52 @@
+"""ONNX is the runtime's default engine: a checkpoint run with ``--backend auto`` is exported once
+(fp32, parity-checked) into a cache keyed by the checkpoint's sha256, and later runs reuse it.
+
+Cache: ``$MERSTREAM_CACHE`` or ``~/.cache/merstream``; ``onnx/<sha256[:16]>-fp32/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import MerstreamError
+from .onnx_manifest import sha256_file
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MERSTREAM_CACHE") or Path.home() / ".cache" / "merstream")
+
+
+def weights_file(checkpoint: Path) -> Path:
+    return checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+
+
+def cached_export(model, checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:
+    """The export directory for ``checkpoint`` (a MerClip already loaded from it), exporting on a miss."""
+    key = sha256_file(weights_file(checkpoint))[:16]
+    target = cache_root() / "onnx" / f"{key}-fp32"
+    if (target / "manifest.json").exists():
+        return target
+    from export import export_model
+
+    if on_note:
+        on_note(f"exporting {checkpoint} to ONNX once (cached in {target})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        export_model(model, tmp / "export", precision="fp32", check=True, source=str(checkpoint))
+        try:
+            (tmp / "export").rename(target)  # atomic: a concurrent run may have won the race
+        except OSError:
+            if not (target / "manifest.json").exists():
+                raise
+    except MerstreamError:
+        raise
+    except OSError as e:
+        raise MerstreamError(f"cannot write the ONNX cache {target.parent}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
