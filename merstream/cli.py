@@ -60,14 +60,14 @@ def file_cmd(
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition (no language modality)."),
     clip: Optional[str] = typer.Option(None, "--clip", help="Zero-shot mode: open_clip architecture (e.g. ViT-B-32)."),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Zero-shot mode: open_clip pretrained tag or local weights file."),
-    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    backend: str = typer.Option("auto", help="auto: onnxruntime (a checkpoint is exported once to a cache) | torch | onnx (export dir only)."),
     plot: bool = typer.Option(True, help="Write the PNG plot."),
     naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: re-encode every window's frames (no embedding cache)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Batch: worker processes (one model each)."),
     ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),
 ):
-    """Score a media file window by window and write its emotion timeline (JSONL, CSV, PNG)."""
+    """Score media files window by window and write each emotion timeline (JSONL, CSV, PNG)."""
     from .asr import Transcriber
     from .config import StreamConfig
     from .models import resolve_scorer
