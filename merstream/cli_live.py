@@ -59,15 +59,11 @@ def live_cmd(
     plot: bool = typer.Option(True, help="Write the PNG plot at the end."),
 ):
     """Score a camera and microphone (or a file / stream) live; append the timeline as it goes."""
-    from .asr import Transcriber
     from .config import StreamConfig
-    from .engine.live import LiveOptions, LiveRunner
     from .engine.sources import AudioFileSource, MicSource
     from .errors import MerstreamError
     from .live_view import Recorder, check_display, render, status_line, window_line
     from .media import is_url
-    from .models import resolve_scorer
-    from .sinks import TimelineWriter, summary
 
     # ---- options ---------------------------------------------------------------------------
     if backend not in ("auto", "torch", "onnx"):
@@ -81,15 +77,12 @@ def live_cmd(
     if no_camera and (show or record):
         fail("--show and --record need a video source (drop --no-camera)")
     stream = StreamConfig(window=window, hop=hop)
-    options = LiveOptions(stream=stream, text_deadline=text_deadline)
+    if text_deadline < 0:
+        fail("--text-deadline must be >= 0 seconds")
     if show:
         check_display()
     if audio is not None and not is_url(audio) and not Path(audio).exists():
         fail(f"--audio {audio}: no such file")
-
-    scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend)
-    if scorer.notice:
-        note(scorer.notice)
 
     # ---- sources ---------------------------------------------------------------------------
     latest = {"rgb": None}
@@ -100,7 +93,8 @@ def live_cmd(
         if recorder is not None:
             recorder.add(t, rgb)
 
-    video = None if no_camera else _video_source(camera, realtime, loop, scorer.image_size, on_frame if (show or record) else None)
+    # devices and files are checked first: a missing camera is reported before any model loads
+    video = None if no_camera else _video_source(camera, realtime, loop, None, on_frame if (show or record) else None)
     if video is not None:
         video.open()
     audio_src = None
@@ -123,6 +117,19 @@ def live_cmd(
         fail("nothing to score: no video (--no-camera) and no audio")
     if audio_src is None and video is not None:
         note("no audio: scoring video frames only")
+    label_list = parse_labels(labels)
+    # heavy imports (torch, the models) only once the devices are known to work
+    from .asr import Transcriber
+    from .engine.live import LiveOptions, LiveRunner
+    from .models import resolve_scorer
+    from .sinks import TimelineWriter, summary
+
+    options = LiveOptions(stream=stream, text_deadline=text_deadline)
+    scorer = resolve_scorer(model, label_list, clip, clip_weights, backend)
+    if scorer.notice:
+        note(scorer.notice)
+    if video is not None:
+        video.frame_size = scorer.image_size  # frames are shrunk in the capture thread
     transcriber = None
     if audio_src is not None and not no_asr and "L" in scorer.modalities:
         transcriber = Transcriber(asr_model)

@@ -9,11 +9,15 @@ import sys
 import threading
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .engine.live import LiveSnapshot
 from .engine.windows import WindowResult
 from .errors import MerstreamError
+
+if TYPE_CHECKING:
+    from .engine.live import LiveSnapshot
 
 BAR = 28
 

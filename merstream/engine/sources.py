@@ -188,6 +188,9 @@ class CameraSource(VideoSource):
         if self.cap is not None:
             self.cap.release()
 
+    def _media_end(self) -> float:
+        return self.last_t if self.frames else 0.0
+
     def _run(self) -> None:
         import cv2
 
@@ -200,7 +203,7 @@ class CameraSource(VideoSource):
                 if failures > self.retries:
                     self.error = f"camera {self.device} stopped delivering frames at {t:.1f} s (unplugged?)"
                     return
-                if failures == self.retries // 2:  # try reopening the device once
+                if failures == self.retries // 2 and isinstance(self.device, int):  # try reopening the device once
                     self.cap.release()
                     self.cap = self._capture()
                 self._stop.wait(self.retry_wait)
