@@ -233,31 +233,45 @@ def assert_one_line_error(p, *needles):
         assert n in errors[0], errors[0]
 
 
-def test_live_on_the_clip_as_camera_matches_merstream_file(tiny_ckpt, tmp_path):
-    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(tmp_path / "file"), "--no-plot")
+ENCODED = re.compile(r"encoded:? (\d+) frames .*?, (\d+) audio segments")
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()][1:-1]
+
+
+@pytest.mark.parametrize("asr", [False, True], ids=["no-asr", "asr"])
+def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_path):
+    extra = [] if asr else ["--no-asr"]
+    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(tmp_path / "file"), "--no-plot", *extra)
     assert p.returncode == 0, p.stderr
-    ref = [json.loads(x) for x in (tmp_path / "file" / "talk_6emotions.jsonl").read_text().splitlines()][1:-1]
-    file_encoded = re.search(r"encoded:? (\d+) frames .*?, (\d+) audio segments", p.stderr).groups()
+    ref = _jsonl_rows(tmp_path / "file" / "talk_6emotions.jsonl")
+    file_encoded = ENCODED.search(p.stderr).groups()
     t0 = time.monotonic()
-    p = run("live", "--camera", str(TALK6), "--no-mic", "--model", str(tiny_ckpt), "--out", str(tmp_path / "live"))
+    p = run("live", "--camera", str(TALK6), "--no-mic", "--model", str(tiny_ckpt), "--out", str(tmp_path / "live"), *extra)
     assert p.returncode == 0, p.stderr
     assert time.monotonic() - t0 > 12.6  # played in real time
     meta, live, end = timeline(tmp_path / "live")
-    assert end == {"complete": True, "windows": len(live)} and meta["asr"] is True
-    # same windows, the same frames and audio segments
+    assert end == {"complete": True, "windows": len(live)} and meta["asr"] is asr
+    # the same windows, with the same frames and audio segments, each encoded once as in file mode
     keys = ("index", "start", "end", "frames", "segments")
     assert [[w[k] for k in keys] for w in live] == [[w[k] for k in keys] for w in ref]
-    assert all("V" in w["modalities"] and "A" in w["modalities"] and w["latency"] >= 0 for w in live)
-    # the transcript is rolling here and whole-file there; where the words agree, so do the scores
+    assert ENCODED.search(p.stderr).groups() == file_encoded
+    assert all(0 <= w["latency"] < 10 for w in live)
+    if not asr:  # the same media in the same engine: the same labels and scores
+        assert [(w["labels"], w["top"], w["modalities"]) for w in live] == [(w["labels"], w["top"], w["modalities"]) for w in ref]
+        assert max(abs(a["scores"][k] - b["scores"][k]) for a, b in zip(live, ref) for k in a["scores"]) < 1e-4
+        return
+    # the transcript is rolling (and bounded by --text-deadline) here and whole-file there, so
+    # words may differ; where they agree, so do labels and scores
+    assert all("V" in w["modalities"] and "A" in w["modalities"] for w in live)
     same_text = [(a, b) for a, b in zip(live, ref) if a["text"] == b["text"]]
-    assert len(same_text) >= 3, [(a["text"], b["text"]) for a, b in zip(live, ref)]
+    assert same_text, [(a["text"], b["text"]) for a, b in zip(live, ref)]
     for a, b in same_text:
         assert a["labels"] == b["labels"] and a["top"] == b["top"]
         assert max(abs(a["scores"][k] - b["scores"][k]) for k in a["scores"]) < 1e-4
     said = " ".join(w["text"] for w in live).lower()
-    assert said.count("forget") >= 3 and "jacket" in said
-    encoded = re.search(r"encoded:? (\d+) frames .*?, (\d+) audio segments", p.stderr)
-    assert encoded and encoded.groups() == file_encoded  # each frame and segment encoded once, as in file mode
+    assert said.count("forget") >= 2 and "jacket" in said, said
 
 
 def test_live_device_errors_are_one_line(tmp_path):
