@@ -15,12 +15,16 @@ the first uncommitted word, or the processed audio minus ``tail_margin`` (a word
 the buffer's end).
 
 Against silence and hallucination: Silero VAD (faster-whisper's ``vad_filter``) drops non-speech
-before decoding, segments that whisper itself thinks are no speech (``no_speech_prob`` high and
-``avg_logprob`` low) or that repeat themselves (high compression ratio) are discarded, zero-length
-words are dropped, and words that fall inside the committed span are never emitted twice.
+before decoding; decoding is greedy at temperature 0 with a token budget proportional to the
+buffer (no fallback re-decoding, no runaway loops); segments that whisper itself thinks are no
+speech (``no_speech_prob`` high and ``avg_logprob`` low) or that hold more words than anyone
+can say in their time (a hallucinated loop) are discarded; zero-length
+words are dropped; words that fall inside the committed span are never emitted twice. No prompt
+is passed by default (``prompt_chars=0``): with repetitive speech a prompt of the committed text
+makes whisper copy it over and over.
 
-The buffer is trimmed after each committed sentence (and, when two hypotheses in a row heard
-nothing new, to the end of the committed words or the last second), and never grows past ``max_buffer`` s (older audio is then cut, committing the words
+The buffer is trimmed after each committed sentence (and, when nothing is pending, through the
+silence that VAD finds after the committed words), and never grows past ``max_buffer`` s (older audio is then cut, committing the words
 heard there), so each iteration stays cheap.
 """
 
@@ -67,8 +71,8 @@ class RollingTranscript:
         tail_margin: float = 0.5,
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
-        compression_threshold: float = 2.4,
-        prompt_chars: int = 200,
+        max_words_per_second: float = 6.0,
+        prompt_chars: int = 0,
         final_min_prob: float = 0.25,
     ):
         self.transcriber = transcriber
@@ -78,7 +82,7 @@ class RollingTranscript:
         self.tail_margin = tail_margin
         self.no_speech_threshold = no_speech_threshold
         self.logprob_threshold = logprob_threshold
-        self.compression_threshold = compression_threshold
+        self.max_words_per_second = max_words_per_second
         self.prompt_chars = prompt_chars
         self.final_min_prob = final_min_prob
         self._prob: dict[int, float] = {}  # id(word) -> whisper's probability, for the last hypothesis
@@ -89,7 +93,7 @@ class RollingTranscript:
         self.committed: list[Word] = []  # all committed words (the tail is used as prompt)
         self.hypothesis: list[Word] = []  # uncommitted words of the last hypothesis
         self.until = 0.0
-        self._was_empty = False
+        self._speech: list[tuple[float, float]] = []  # VAD speech spans in the buffer (media times)
         self.stats = TranscriptStats()
 
     # ---- input ---------------------------------------------------------------------------
@@ -153,7 +157,7 @@ class RollingTranscript:
         self.buffer = np.zeros(0, dtype=np.float32)
         self.offset = self.received / self.sr
         self.hypothesis = []
-        self._was_empty = False
+        self._speech = []
         self.until = max(self.until, self.offset)
 
     def text(self, last: int | None = None) -> str:
@@ -163,6 +167,8 @@ class RollingTranscript:
     # ---- internals -----------------------------------------------------------------------
     def _prompt(self) -> str | None:
         """Committed text before the buffer (whisper's context across trims)."""
+        if self.prompt_chars <= 0:
+            return None
         before = [w.text for w in self.committed if w.end <= self.offset + 1e-3]
         text = " ".join(before)[-self.prompt_chars :]
         return text or None
@@ -170,9 +176,18 @@ class RollingTranscript:
     def _transcribe(self) -> list[Word]:
         import time
 
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        self._speech = []
         if len(self.buffer) < int(0.1 * self.sr):
             return []
         t = time.perf_counter()
+        spans = get_speech_timestamps(self.buffer, VadOptions(min_silence_duration_ms=500, speech_pad_ms=200), self.sr)
+        self._speech = [(self.offset + c["start"] / self.sr, self.offset + c["end"] / self.sr) for c in spans]
+        if not spans:  # nothing but silence / noise: whisper is not asked (it would invent)
+            self.stats.iterations += 1
+            self.stats.asr_seconds += time.perf_counter() - t
+            return []
         model = self.transcriber.model
         segments, _ = model.transcribe(
             self.buffer,
@@ -182,12 +197,13 @@ class RollingTranscript:
             vad_filter=True,
             condition_on_previous_text=False,
             initial_prompt=self._prompt(),
+            temperature=0.0,  # no fallback re-decoding: a bad hypothesis is rejected below, not retried
+            max_new_tokens=int(8 * len(self.buffer) / self.sr) + 16,  # speech is < 8 tokens/s; stops runaway loops
         )
         words = []
         self._prob = {}
         for seg in segments:  # lazy: decoding happens here
-            if (seg.no_speech_prob > self.no_speech_threshold and seg.avg_logprob < self.logprob_threshold) \
-                    or seg.compression_ratio > self.compression_threshold:
+            if not self._plausible(seg):
                 self.stats.segments_rejected += 1
                 continue
             for w in seg.words or []:
@@ -198,6 +214,19 @@ class RollingTranscript:
         self.stats.iterations += 1
         self.stats.asr_seconds += time.perf_counter() - t
         return words
+
+    def _plausible(self, seg) -> bool:
+        """Whisper's own no-speech verdict, or more words than a person can say in the time (a
+        hallucinated loop) reject a segment. (Not the compression ratio: people do repeat
+        sentences, and whisper computes it over its whole 30 s window.)"""
+        if seg.no_speech_prob > self.no_speech_threshold and seg.avg_logprob < self.logprob_threshold:
+            return False
+        words = seg.words or []
+        if words:
+            span = max(words[-1].end - words[0].start, 1.0)
+            if len(words) / span > self.max_words_per_second:
+                return False
+        return True
 
     def _fresh(self, words: list[Word]) -> list[Word]:
         """Drop what was already committed: words that start before the end of the committed
@@ -220,16 +249,19 @@ class RollingTranscript:
 
     def _trim(self) -> None:
         """Cut the buffer after the last committed sentence (before any pending word); with
-        nothing pending, keep only the audio after the committed words or the last second."""
-        if not self.hypothesis:
-            if self._was_empty:  # two empty hypotheses in a row: silence, agreed
-                self._cut(max(self.committed_end, self.audio_end - 1.0))
-            self._was_empty = True
+        nothing pending, cut the silence (by VAD) after the committed words, keeping the last
+        second (a word may be starting there)."""
+        if self.hypothesis:
+            ends = [w.end for w in self.committed if w.end > self.offset and w.text.endswith(SENTENCE_END)]
+            if ends:
+                self._cut(min(ends[-1], self.hypothesis[0].start))
             return
-        self._was_empty = False
-        ends = [w.end for w in self.committed if w.end > self.offset and w.text.endswith(SENTENCE_END)]
-        if ends:
-            self._cut(min(ends[-1], self.hypothesis[0].start))
+        ce = self.committed_end
+        speech = [start for start, end in self._speech if end > ce + 0.05]
+        if not speech:
+            self._cut(max(ce, self.audio_end - 1.0))
+        else:
+            self._cut(max(ce, speech[0] - 0.3))
 
     def _cut(self, t: float) -> None:
         n = int((t - self.offset) * self.sr)
