@@ -84,8 +84,10 @@ def graph_specs(model: MerClip, name: str, mode: str) -> tuple[list[dict], list[
     emb = [_spec("embeddings", ["batch", d], "float32")]
     if name in ("vision", "audio"):
         return [_spec("frames" if name == "vision" else "spectrograms", ["batch", 3, s, s], "float32")], emb
-    if name in ("text", "label_encoder"):
-        return [_spec("tokens" if name == "text" else "label_tokens", ["batch", c], "int64")], emb
+    if name == "text":  # transcripts are trimmed after their EOS: the token axis is dynamic
+        return [_spec("tokens", ["batch", "tokens"], "int64")], emb
+    if name == "label_encoder":
+        return [_spec("label_tokens", ["batch", c], "int64")], emb
     if mode == "zero-shot":
         names, mods, le = ZeroShotHeadGraph().input_names(), ZeroShotHeadGraph.mods, True
     else:
@@ -104,7 +106,8 @@ def graph_module(model: MerClip, name: str, mode: str, labels: list[str]) -> tup
         return (VisionGraph(model) if name == "vision" else AudioGraph(model)), (torch.randn(EXAMPLE_BATCH, 3, s, s),)
     two = labels[:2] if len(labels) >= 2 else labels * 2  # >= 2 rows, so no axis is specialised to 1
     if name == "text":
-        return TextGraph(model), (model.tokenize(["an example transcript", "another one"]),)
+        tokens = model.tokenize(["an example transcript", "another one"])
+        return TextGraph(model), (tokens[:, : int(tokens.argmax(-1).max()) + 1],)  # trimmed, as at run time
     if name == "label_encoder":
         return LabelEncoderGraph(model), (model.label_encoder.tokens(two),)
     if mode == "zero-shot":
@@ -122,18 +125,36 @@ def _dynamic_axes(specs: list[dict]) -> dict:
     return {s["name"]: {i: a for i, a in enumerate(s["shape"]) if isinstance(a, str)} for s in specs}
 
 
-def export_graph(module: torch.nn.Module, example: tuple, ins: list[dict], outs: list[dict], path: Path, opset: int) -> None:
+def export_graph(
+    module: torch.nn.Module, example: tuple, ins: list[dict], outs: list[dict], path: Path, opset: int, max_tokens: int = 77
+) -> None:
     module.eval()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
-            torch.onnx.export(
-                module, example, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                input_names=[s["name"] for s in ins], output_names=[s["name"] for s in outs],
-                dynamic_axes=_dynamic_axes(ins + outs),
-            )
+            if any(isinstance(a, str) for spec in ins for a in spec["shape"][1:]):
+                # a dynamic axis beyond the batch (transcript tokens): the legacy tracer bakes the
+                # sequence length into attention reshapes, so this graph goes through dynamo
+                # (whose example batch is >= 2, so the batch axis stays dynamic too)
+                from torch.export import Dim
+
+                shapes = {
+                    spec["name"]: {i: Dim(a, min=2, max=max_tokens) if i else Dim(a) for i, a in enumerate(spec["shape"]) if isinstance(a, str)}
+                    for spec in ins
+                }
+                torch.onnx.export(
+                    module, example, str(path), dynamo=True, opset_version=opset, verbose=False,
+                    input_names=[s["name"] for s in ins], output_names=[s["name"] for s in outs],
+                    dynamic_shapes=shapes, external_data=False,
+                )
+            else:
+                torch.onnx.export(
+                    module, example, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                    input_names=[s["name"] for s in ins], output_names=[s["name"] for s in outs],
+                    dynamic_axes=_dynamic_axes(ins + outs),
+                )
     except Exception as e:  # an operator without an ONNX symbolic, an exporter bug: one line
         first = (str(e).strip().splitlines() or [""])[0]
         raise MerstreamError(f"ONNX export of {path.stem} failed at opset {opset}: {type(e).__name__}: {first}") from None
@@ -236,7 +257,7 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
         t = time.perf_counter()
         module, example = graph_module(model, name, mode, labels)
         ins, outs = graph_specs(model, name, mode)
-        export_graph(module, example, ins, outs, out / f"{name}.onnx", opset)
+        export_graph(module, example, ins, outs, out / f"{name}.onnx", opset, model.context_length)
         files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
     step("embedding the labels")
     data = _manifest_data(model, mode, "fp32", opset, labels, names, source, None)

@@ -16,6 +16,9 @@ from .errors import MerstreamError
 from .onnx_manifest import sha256_file
 
 
+EXPORT_FORMAT = "v2"  # bump when the exported graphs change, so stale cached exports are not reused
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("MERSTREAM_CACHE") or Path.home() / ".cache" / "merstream")
 
@@ -27,7 +30,7 @@ def weights_file(checkpoint: Path) -> Path:
 def cached_export(model, checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:
     """The export directory for ``checkpoint`` (a MerClip already loaded from it), exporting on a miss."""
     key = sha256_file(weights_file(checkpoint))[:16]
-    target = cache_root() / "onnx" / f"{key}-fp32"
+    target = cache_root() / "onnx" / f"{key}-fp32-{EXPORT_FORMAT}"
     if (target / "manifest.json").exists():
         return target
     from export import export_model

@@ -98,6 +98,8 @@ class OnnxScorer(Scorer):
         self.context_length = m.context_length
         self.batch_size = batch_size
         self.graphs = dict(m.graphs)
+        text = self.graphs.get("text")
+        self.trim_tokens = bool(text is not None and isinstance(text.inputs[0]["shape"][1], str))  # exports before v0.1 had 77
         self.provider_note = provider_note() if not providers else None
         wanted = provider_list(providers)
         names = [p if isinstance(p, str) else p[0] for p in wanted]

@@ -36,8 +36,15 @@ class Scorer:
     def audio_cfg(self) -> AudioConfig:
         return self.cfg.audio
 
+    trim_tokens = True  # the text encoder accepts sequences shorter than context_length
+
     def tokenize(self, texts: list[str]) -> np.ndarray:
-        return text_tokens(texts, self.context_length).numpy()
+        """Token ids; trimmed after the last EOS of the batch when the encoder allows it (the
+        EOS output is exactly the same under causal attention, at a fraction of the compute)."""
+        tokens = text_tokens(texts, self.context_length).numpy()
+        if self.trim_tokens and len(tokens):
+            tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+        return tokens
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         if self.cfg.task == "emotion":

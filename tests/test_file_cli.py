@@ -167,6 +167,6 @@ def test_checkpoint_runs_on_onnx_through_a_cached_export(tiny_ckpt, tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "exporting" in first.stderr and "exporting" not in second.stderr
-    assert len(list((tmp_path / "cache" / "onnx").glob("*-fp32/manifest.json"))) == 1
+    assert len(list((tmp_path / "cache" / "onnx").glob("*-fp32-*/manifest.json"))) == 1
     meta, _, _ = timeline(tmp_path / "talk.jsonl")
     assert meta["backend"] == "onnx" and "ONNX fp32" in meta["model"]

@@ -71,8 +71,9 @@ class TextTower(nn.Module):
             n = prompt.shape[0]
             ctx = prompt.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
             x = torch.cat([x[:, :1], ctx, x[:, 1 + n :]], dim=1)
-        x = x + self.positional_embedding.to(x.dtype)
-        x = self.transformer(x, attn_mask=self.attn_mask)
+        n_tok = tokens.shape[1]  # may be shorter than context_length: causal attention makes the EOS
+        x = x + self.positional_embedding[:n_tok].to(x.dtype)  # output independent of later padding
+        x = self.transformer(x, attn_mask=self.attn_mask[:n_tok, :n_tok])
         x = self.ln_final(x)
         eos = tokens.argmax(dim=-1)  # the EOT token has the largest id in CLIP's vocabulary
         x = x[torch.arange(x.shape[0], device=x.device), eos]
