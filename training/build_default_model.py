@@ -101,6 +101,18 @@ def loss_of(model: MerClip, sim: torch.Tensor, labs: list[int]) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(model.logits(sim), onehot(labs))
 
 
+def fused_and_direct_loss(model: MerClip, label_emb: torch.Tensor, labs: list[int], modality: str | None = None,
+                          **inputs) -> torch.Tensor:
+    """MER loss on the fused prediction, plus (for one-modality batches) the same loss on the
+    modality's own pooled embedding scored against the label embeddings: a direct signal that gets
+    the from-scratch towers learning before the decoder has learnt to pass their content on."""
+    pooled, pres = model.pooled_inputs(**inputs)
+    loss = loss_of(model, model.similarity(model.fuse(pooled, pres), label_emb), labs)
+    if modality is not None:
+        loss = loss + loss_of(model, model.similarity(pooled[modality], label_emb), labs)
+    return loss
+
+
 @torch.no_grad()
 def probs_faces(model, faces, size, bs=256):
     out = []
@@ -148,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--steps", type=int, default=1600)
-    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
     args = ap.parse_args(argv)
     t_start = time.time()
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = max(1, args.steps // 16)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
-    bv, ba, bl, bf = 48, 24, 48, 12
+    bv, ba, bl, bf = 64, 24, 48, 12
 
     def val_score() -> dict:
         model.eval()
@@ -217,14 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     running: dict[str, float] = {}
     for step in range(1, args.steps + 1):
         losses = {}
+        le = model.label_embeddings()
         iv, lv = pv.draw(bv)
         x = augment_faces(faces["train"][iv], size, gen)
-        losses["V"] = loss_of(model, model(frames=x[:, None]), lv)
+        losses["V"] = fused_and_direct_loss(model, le, lv, "V", frames=x[:, None])
         ia, la = pa.draw(ba)
         s = augment_speech([waves["train"][i] for i in ia], mel, nrng)
-        losses["A"] = loss_of(model, model(spectrograms=s[:, None]), la)
+        losses["A"] = fused_and_direct_loss(model, le, la, "A", spectrograms=s[:, None])
         il, ll = pl.draw(bl)
-        losses["L"] = loss_of(model, model(tokens=toks["train"][il]), ll)
+        losses["L"] = fused_and_direct_loss(model, le, ll, "L", tokens=toks["train"][il])
         # fused: same-label face + voice + words, each present with p=0.7, at least two
         lf = [rng.randrange(len(LABELS)) for _ in range(bf)]
         pres = torch.rand(bf, 3, generator=gen) < 0.7
@@ -237,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         ft = torch.stack([acted_tok[acted_of[ia2[i]]] if rng.random() < 0.5 else toks["train"][pl.draw(1, k)[0][0]]
                           for i, k in enumerate(lf)])
         present = {"V": pres[:, 0].float(), "A": pres[:, 1].float(), "L": pres[:, 2].float()}
-        losses["fused"] = loss_of(model, model(frames=fv[:, None], spectrograms=fa[:, None], tokens=ft,
-                                               present=present), lf)
+        losses["fused"] = fused_and_direct_loss(model, le, lf, None, frames=fv[:, None], spectrograms=fa[:, None],
+                                                tokens=ft, present=present)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()

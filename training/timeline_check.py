@@ -1,0 +1,90 @@
+"""Compare a `merstream file` timeline (JSONL) with known emotion segments.
+
+    python -m training.timeline_check out/talk_6emotions.jsonl \
+        --segments 0:2.04:neutral,2.04:3.91:happy,3.91:5.91:sad,5.91:8.15:angry,8.15:10.32:fear,10.32:12.68:disgust
+
+For each segment the scores of the windows whose midpoint falls inside it are averaged and the
+top label is compared with the intended one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from merstream.errors import MerstreamError
+
+TALK_6EMOTIONS = [(0.0, 2.04, "neutral"), (2.04, 3.91, "happy"), (3.91, 5.91, "sad"), (5.91, 8.15, "angry"),
+                  (8.15, 10.32, "fear"), (10.32, 12.68, "disgust")]
+
+
+@dataclass
+class SegmentResult:
+    start: float
+    end: float
+    intended: str
+    predicted: str | None
+    windows: int
+    scores: dict[str, float]
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.intended
+
+
+def read_windows(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise MerstreamError(f"timeline not found: {p}")
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        if "start" in d and "scores" in d:
+            rows.append(d)
+    return rows
+
+
+def check(windows: list[dict], segments=TALK_6EMOTIONS) -> list[SegmentResult]:
+    out = []
+    for a, b, label in segments:
+        inside = [w for w in windows if a <= (w["start"] + w["end"]) / 2 < b]
+        if not inside:
+            out.append(SegmentResult(a, b, label, None, 0, {}))
+            continue
+        keys = list(inside[0]["scores"])
+        mean = {k: sum(w["scores"][k] for w in inside) / len(inside) for k in keys}
+        out.append(SegmentResult(a, b, label, max(mean, key=mean.get), len(inside), mean))
+    return out
+
+
+def parse_segments(spec: str):
+    segs = []
+    for part in spec.split(","):
+        a, b, label = part.split(":")
+        segs.append((float(a), float(b), label))
+    return segs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("timeline")
+    ap.add_argument("--segments", help="start:end:label,... (default: talk_6emotions.mp4)")
+    a = ap.parse_args(argv)
+    try:
+        res = check(read_windows(a.timeline), parse_segments(a.segments) if a.segments else TALK_6EMOTIONS)
+    except (MerstreamError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in res:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.scores.items(), key=lambda kv: -kv[1])[:3])
+        print(f"{r.start:5.2f}-{r.end:5.2f} intended {r.intended:8s} predicted {r.predicted or '-':8s} "
+              f"{'OK ' if r.correct else 'NO '} ({r.windows} windows: {top})")
+    print(f"{sum(r.correct for r in res)}/{len(res)} segments named as intended")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
