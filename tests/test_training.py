@@ -227,3 +227,13 @@ def test_paper_config_one_step_on_vit_b32():
     assert torch.isfinite(loss)
     assert not torch.equal(model.vision.conv1.weight, w0)
     assert all(torch.equal(v, model.label_encoder.text.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_training_with_vega_switched_on(tmp_path):
+    from training.train import train
+
+    manifest = write_manifest(real_samples(), tmp_path / "small.jsonl")
+    cfg = TrainConfig.from_dict(tiny_train_config(anchors=True, anchor_p=0.5, dual_branch=True, branch_label_weight=0.5))
+    r = train(cfg, manifest, tmp_path / "run", progress=False, log=lambda m: None)
+    assert r.best_epoch == 1 and np.isfinite(r.history[0]["train_loss"])
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()

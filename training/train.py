@@ -198,9 +198,10 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
         anchors = build_anchors(model, {k: v.to(device) for k, v in ex.items()}, len(cfg.model.labels))
     params = [p for p in model.parameters() if p.requires_grad] + (list(heads.parameters()) if heads else [])
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local], find_unused_parameters=True)
+    train_step = StepLoss(model, heads, anchors, cfg.vega, gen)
+    if world > 1:  # DDP wraps the whole loss so the VEGA heads' gradients are synchronised too
+        train_step = torch.nn.parallel.DistributedDataParallel(train_step, device_ids=[local],
+                                                               find_unused_parameters=True)
     use_amp = cfg.amp and device.type == "cuda"
 
     start_epoch, best, best_epoch, history = 0, None, -1, []
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                 kw = model_inputs(batch, device)
                 tgt = batch["targets"].to(device)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    loss, parts = step_loss(train_model, model, kw, tgt, cfg.vega, heads, anchors, gen)
+                    loss, parts = train_step(kw, tgt)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip:
@@ -271,6 +272,19 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     selected = "val" if val_ds is not None else "last epoch (no val split)"
     return TrainResult(out, best_epoch, best, selected, history)
+
+
+class StepLoss(torch.nn.Module):
+    """The training objective as a module (what DDP wraps)."""
+
+    def __init__(self, model, heads, anchors, vega: VegaConfig, gen: torch.Generator):
+        super().__init__()
+        self.model = model
+        self.heads = heads
+        self.anchors, self.vega, self.gen = anchors, vega, gen
+
+    def forward(self, kw: dict, targets: torch.Tensor):
+        return step_loss(self.model, self.model, dict(kw), targets, self.vega, self.heads, self.anchors, self.gen)
 
 
 def step_loss(train_model, model, kw: dict, targets: torch.Tensor, vega: VegaConfig, heads, anchors,
