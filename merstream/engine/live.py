@@ -205,7 +205,7 @@ class LiveRunner:
                     rt.insert_audio_chunk(read.samples)
                 ended = src.done.is_set() and ring.available(self.ASR) == 0
                 if ended:
-                    if src.error is None and not self._user_stop:
+                    if src.error is None and not self._user_stop and not self._stop.is_set():
                         self._post(rt.finish())
                     return
                 before = rt.stats.iterations
