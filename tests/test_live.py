@@ -152,17 +152,22 @@ def test_fast_live_run_equals_merstream_file_and_encodes_each_frame_once(scorer)
     c = runner.engine.counters
     assert (c.frames_encoded, c.frame_cache_hits, c.segments_encoded, c.segment_cache_hits) == (
         ref_counters.frames_encoded, ref_counters.frame_cache_hits, ref_counters.segments_encoded, ref_counters.segment_cache_hits)
-    # independently: the frames the windows sample (nearest decoded frame to each sample time)
+    # independently, on the first 12 s (windows [0,4) ... [8,12), none clipped): the frames the
+    # windows sample (the decoded frame nearest each of the 12 sample times) and their 2 s
+    # segments are each encoded exactly once, however the windows were batched
+    runner, live = live_run(scorer, TALK6, realtime=False, stream=stream, until=12.0)
+    c = runner.engine.counters
     times = np.array([t for t, _ in iter_frames(TALK6)])
     used, segs = [], []
     for r in live:
         w = window_at(r.index, stream.window, stream.hop)
+        assert (r.start, r.end) == (w.start, w.end)
         used += [float(times[np.argmin(np.abs(times - t))]) for t in w.frame_times(scorer.cfg.num_frames)]
-        segs += [s for s in w.segment_starts(2.0) if s < r.end]
-    assert c.frames_encoded == len(set(used)) < len(used)  # each sampled frame encoded exactly once
+        segs += w.segment_starts(2.0)
+    assert len(live) == 5 and c.windows_dropped == 0 and sum(r.frames for r in live) == len(used)
+    assert c.frames_encoded == len(set(used)) < len(used)
     assert c.segments_encoded == len(set(segs)) < len(segs)
     assert c.frame_cache_hits > 0 and c.segment_cache_hits > 0  # overlapping windows reuse embeddings
-    assert sum(r.frames for r in live) == len(used) and c.windows_dropped == 0
 
 
 def test_real_time_live_run_matches_file_window_for_window(scorer):
