@@ -229,7 +229,7 @@ def live_cmd(
         for lab, n, mean in summary(writer.results)[:3]:
             console.print(f"  {lab}: top in {n} windows, mean {mean:.3f}", highlight=False)
     if error:
-        fail(f"{error} (the timeline so far is kept)")
+        fail(f"{error}; the timeline so far is kept in {writer.jsonl_path}")
 
 
 def _s(x):

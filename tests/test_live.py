@@ -282,6 +282,8 @@ def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_p
 def test_live_device_errors_are_one_line(tmp_path):
     p = run("live", "--camera", "7", "--no-mic", "--out", str(tmp_path))
     assert_one_line_error(p, "no camera at index 7")
+    p = run("live", "--camera", "rtsp://127.0.0.1:1/stream", "--no-mic", "--out", str(tmp_path))
+    assert_one_line_error(p, "cannot open stream rtsp://127.0.0.1:1/stream")
     nodev = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path), "PULSE_SERVER": "unix:/nonexistent"}
     p = run("live", "--no-camera", "--mic", "nosuchmic", "--out", str(tmp_path), env=nodev)
     assert_one_line_error(p, "no microphone")
@@ -292,9 +294,25 @@ def test_live_device_errors_are_one_line(tmp_path):
     assert_one_line_error(p, "--show needs a display")
 
 
-def test_sigterm_keeps_every_window_scored_so_far(tiny_ckpt, tmp_path):
+@pytest.fixture()
+def http_clip():
+    """The clip served over HTTP (a stream URL, as from an IP camera or a media server)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(TALK6.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{TALK6.name}"
+    server.shutdown()
+
+
+def test_sigterm_keeps_every_window_scored_so_far(http_clip, tiny_ckpt, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "merstream", "live", "--camera", str(TALK6), "--loop", "--no-mic", "--no-asr",
+        [sys.executable, "-m", "merstream", "live", "--camera", http_clip, "--loop", "--no-mic", "--no-asr",
          "--model", str(tiny_ckpt), "--out", str(tmp_path), "--no-plot"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -310,9 +328,10 @@ def test_sigterm_keeps_every_window_scored_so_far(tiny_ckpt, tmp_path):
         proc.kill()
     assert proc.returncode == 0, err
     meta, windows, end = timeline(tmp_path)
+    assert meta["source"] == http_clip
     assert end["complete"] is True and end["windows"] == len(windows) >= 4
     assert [w["index"] for w in windows] == list(range(len(windows)))
-    assert all(w["modalities"] == "VA" for w in windows)
+    assert all(w["modalities"] == "VA" and w["frames"] == 12 for w in windows[:4])
 
 
 @pytest.fixture()
