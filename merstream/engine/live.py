@@ -300,6 +300,13 @@ class LiveRunner:
                 e.insert_audio(read.samples)
             for pos, at in read.marks:
                 self._amarks.append((pos / self.sr, at))
+        # a track that ended (a file shorter than its other track) must not hold windows back
+        # (Engine.end_video / end_audio, where the engine has them)
+        if self.video is not None and self.video.done.is_set() and self.video.error is None and not len(self.frames):
+            getattr(e, "end_video", lambda: None)()
+        if self.audio is not None and self.audio.done.is_set() and self.audio.error is None \
+                and not self.audio_ring.available(self.ENGINE):
+            getattr(e, "end_audio", lambda: None)()
         if self.transcript is not None:
             with self._tlock:
                 words, until = self._outbox, self._text_until
