@@ -138,7 +138,12 @@ def export_graph(
                 # a dynamic axis beyond the batch (transcript tokens): the legacy tracer bakes the
                 # sequence length into attention reshapes, so this graph goes through dynamo
                 # (whose example batch is >= 2, so the batch axis stays dynamic too)
+                import logging
+
                 from torch.export import Dim
+
+                for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "torch._dynamo"):
+                    logging.getLogger(name).setLevel(logging.ERROR)
 
                 shapes = {
                     spec["name"]: {i: Dim(a, min=2, max=max_tokens) if i else Dim(a) for i, a in enumerate(spec["shape"]) if isinstance(a, str)}

@@ -40,6 +40,11 @@ def expand_inputs(items: list[str]) -> list[Path]:
             unique.append(p)
     if not unique:
         raise MerstreamError("no media files to score")
+    stems: dict[str, Path] = {}
+    for p in unique:
+        if p.stem in stems:
+            raise MerstreamError(f"{stems[p.stem]} and {p} would write the same timeline {p.stem}.jsonl: score them into different --out directories")
+        stems[p.stem] = p
     return unique
 
 
@@ -57,6 +62,7 @@ class BatchOptions:
     backend: str = "auto"
     plot: bool = True
     threads: int = 1  # torch/ORT threads per worker
+    naive: bool = False
 
 
 @dataclass
@@ -85,7 +91,8 @@ def _load(opts: BatchOptions):
 
         scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend)
         transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model)
-        stream = StreamConfig(window=opts.window or scorer.cfg.window, hop=opts.hop or scorer.cfg.hop)
+        stream = StreamConfig(window=scorer.cfg.window if opts.window is None else opts.window,
+                              hop=scorer.cfg.hop if opts.hop is None else opts.hop)
         _state.update(scorer=scorer, transcriber=transcriber, stream=stream)
     return _state["scorer"], _state["transcriber"], _state["stream"]
 
@@ -97,7 +104,8 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
     notes: list[str] = []
     try:
         scorer, transcriber, stream = _load(opts)
-        run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, on_note=notes.append)
+        run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, reuse=not opts.naive,
+                         on_note=notes.append)
         return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
     except MerstreamError as e:
         return FileOutcome(path, False, error=str(e), notes=notes)
@@ -105,16 +113,33 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
         return FileOutcome(path, False, error=f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", notes=notes)
 
 
+def prepare_here(opts: BatchOptions) -> None:
+    """Resolve the model and recogniser in this process first: a bad --model, --labels or
+    --asr-model is one error up front, not one per file (and -j 1 reuses them)."""
+    _load(opts)
+
+
 def run_local(files: list[Path], opts: BatchOptions, workers: int) -> Iterator[FileOutcome]:
-    """Score files with ``workers`` processes (1: in this process); yields outcomes as they finish."""
+    """Score files with ``workers`` processes (1: in this process); yields outcomes as they finish.
+    On an interrupt, queued files are cancelled and the workers stopped."""
     if workers <= 1:
         for f in files:
             yield score_one(str(f), opts)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+    try:
         futures = [pool.submit(score_one, str(f), opts) for f in files]
         for fut in as_completed(futures):
             yield fut.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels the queue and shuts them down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers: int) -> Iterator[FileOutcome]:

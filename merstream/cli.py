@@ -83,7 +83,8 @@ def file_cmd(
 
     files = expand_inputs(paths)
     if len(files) > 1 or ray or any(Path(p).is_dir() for p in paths):
-        return _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address)
+        return _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray,
+                      ray_address, naive)
     path = files[0]
     probe(path)  # bad media fails here, before any model is loaded
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
@@ -123,13 +124,19 @@ def file_cmd(
     )
 
 
-def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address):
+def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address,
+           naive):
     import time
 
     from .batch import BatchOptions, run_local, run_ray
 
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    opts = BatchOptions(str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, threads)
+    opts = BatchOptions(str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
+                        threads, naive)
+    if not ray:
+        from .batch import prepare_here
+
+        prepare_here(opts)  # a bad model / labels / ASR model: one error before any file
     t0 = time.perf_counter()
     outcomes = []
     with Progress(
@@ -141,6 +148,8 @@ def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip
         for o in runner:
             outcomes.append(o)
             progress.advance(task)
+            for n in o.notes:
+                note(f"{Path(o.path).name}: {n}")
             if not o.ok:
                 console.print(f"[bold red]error:[/] {o.error}", soft_wrap=True)
     wall = time.perf_counter() - t0
@@ -161,6 +170,12 @@ def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip
 from . import cli_export, cli_live, cli_train  # noqa: E402,F401
 
 
+try:  # typer vendors click; its usage errors are click's UsageError
+    from typer._click import exceptions as _click_errors
+except ImportError:  # older typer: plain click
+    from click import exceptions as _click_errors
+
+
 def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
@@ -171,7 +186,21 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
     try:
-        app()
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except _click_errors.UsageError as e:  # bad option values: one line, like every other error
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+            try:
+                print(e.ctx.get_help())
+            except BrokenPipeError:
+                pass
+            sys.exit(0)
+        hint = f" (see: merstream {e.ctx.command_path.split(' ', 1)[1] + ' ' if e.ctx and ' ' in e.ctx.command_path else ''}--help)"
+        console.print(f"[bold red]error:[/] {e.format_message()}{hint}", soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("interrupted")
+        sys.exit(130)
     except MerstreamError as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         sys.exit(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, dict):
+            unknown = sorted(set(self.audio) - {f.name for f in dataclasses.fields(AudioConfig)})
+            if unknown:
+                raise MerstreamError(f"config: unknown keys in audio: {unknown}")
             self.audio = AudioConfig(**self.audio)
         self.fusion_order = [m.upper() for m in self.fusion_order]
         if self.task not in TASKS:
@@ -70,6 +74,10 @@ class ModelConfig:
             )
         if not self.labels:
             raise MerstreamError("config: labels must not be empty")
+        if not (isinstance(self.num_frames, int) and self.num_frames > 0):
+            raise MerstreamError(f"config: num_frames must be a positive integer, got {self.num_frames!r}")
+        if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):
+            raise MerstreamError(f"config: window and hop must be finite and > 0, got {self.window}, {self.hop}")
 
     @property
     def modalities(self) -> list[str]:
@@ -112,7 +120,7 @@ class StreamConfig:
     text_left_context: float = 0.0  # seconds of earlier words added to a window's transcript
 
     def __post_init__(self) -> None:
-        if not (self.window > 0 and self.hop > 0):
-            raise MerstreamError(f"--window and --hop must be > 0 (got {self.window}, {self.hop})")
+        if not (self.window > 0 and self.hop > 0 and math.isfinite(self.window) and math.isfinite(self.hop)):
+            raise MerstreamError(f"--window and --hop must be finite and > 0 (got {self.window}, {self.hop})")
         if self.text_left_context < 0:
             raise MerstreamError("text_left_context must be >= 0")

@@ -29,7 +29,12 @@ def weights_file(checkpoint: Path) -> Path:
 
 def cached_export(model, checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:
     """The export directory for ``checkpoint`` (a MerClip already loaded from it), exporting on a miss."""
-    key = sha256_file(weights_file(checkpoint))[:16]
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(sha256_file(weights_file(checkpoint)).encode())
+    digest.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())  # labels, task, ... are baked in
+    key = digest.hexdigest()[:16]
     target = cache_root() / "onnx" / f"{key}-fp32-{EXPORT_FORMAT}"
     if (target / "manifest.json").exists():
         return target

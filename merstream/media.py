@@ -56,7 +56,7 @@ def _reason(e: Exception) -> str:
 
 def probe(path: str | Path) -> MediaInfo:
     with _open(path) as c:
-        v = c.streams.video[0] if c.streams.video else None
+        v = video_stream(c)
         a = c.streams.audio[0] if c.streams.audio else None
         if v is None and a is None:
             raise MerstreamError(f"{path} has neither a video nor an audio stream")
@@ -76,9 +76,9 @@ def probe(path: str | Path) -> MediaInfo:
 def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame."""
     with _open(path) as c:
-        if not c.streams.video:
+        stream = video_stream(c)
+        if stream is None:
             return
-        stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         start = stream.start_time if stream.start_time is not None else 0
         tb = float(stream.time_base)
@@ -97,19 +97,48 @@ def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
             raise MerstreamError(f"{path}: video decoding failed after {max(last, 0):.2f} s, file truncated or corrupt ({_reason(e)})") from None
 
 
+def video_stream(c):
+    """The first real video stream (cover art in audio files is not video)."""
+    for v in c.streams.video:
+        if not (v.disposition & av.stream.Disposition.attached_pic):
+            return v
+    return None
+
+
+def _start_seconds(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+
+
 def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """The first audio stream as consecutive float32 mono chunks at ``sample_rate`` (sample 0 is
-    the first decoded sample; nothing when there is no audio stream)."""
+    """The first audio stream as consecutive float32 mono chunks at ``sample_rate``, on the video's
+    clock: sample 0 is at the video stream's start (audio that starts later is preceded by
+    silence, audio that starts earlier is cut), or at the first audio sample in audio-only files.
+    Nothing when there is no audio stream."""
     with _open(path) as c:
         if not c.streams.audio:
             return
         stream = c.streams.audio[0]
+        v = video_stream(c)
+        origin = _start_seconds(v) if v is not None else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         done = 0
+        skip = 0
         try:
             for frame in c.decode(stream):
+                if origin is not None:  # align the first audio frame with the video clock
+                    lead = (float(frame.pts * frame.time_base) if frame.pts is not None else _start_seconds(stream)) - origin
+                    origin = None
+                    if lead > 0:
+                        pad = np.zeros(int(round(lead * sample_rate)), dtype=np.float32)
+                        done += len(pad)
+                        yield pad
+                    else:
+                        skip = int(round(-lead * sample_rate))
                 for out in resampler.resample(frame):
                     chunk = out.to_ndarray().reshape(-1)
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
                     done += len(chunk)
                     yield chunk
             for out in resampler.resample(None):

@@ -23,7 +23,7 @@ from .errors import MerstreamError
 from .model.prompts import prompt_tokens
 from .model.mer_clip import ZERO_SHOT_TEMPLATES
 from .onnx_manifest import Manifest, read_manifest
-from .scorer import Scorer
+from .scorer import Scorer, check_labels
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHORT = {v: k for k, v in PROVIDERS.items()}
@@ -153,6 +153,7 @@ class OnnxScorer(Scorer):
 
     def set_labels(self, labels: list[str]) -> None:
         labels = list(labels)
+        check_labels(labels, "sentiment" if self.mode == "zero-shot" else self.cfg.task, self.manifest.use_le)
         if labels == list(self.manifest.labels) and (self._stored or not self.manifest.use_le and self.mode == "mer-clip"):
             self.label_emb = dict(self._stored)
         elif self.mode == "mer-clip" and not self.manifest.use_le:

@@ -75,6 +75,8 @@ def score_job(
         if upto > fed:
             engine.insert_audio(job.audio[fed:upto])
             fed = upto
+            if fed == len(job.audio):
+                engine.end_audio()  # a shorter audio track must not hold the video windows back
 
     last_t = 0.0
     if job.info.has_video:
@@ -85,6 +87,8 @@ def score_job(
             yield from engine.process_iter()
             if on_progress:
                 on_progress(t)
+        engine.end_video()
+        yield from engine.process_iter()
     feed_audio(float("inf"))
     yield from engine.process_iter()
     frame_end = last_t + (1.0 / job.info.fps if job.info.fps else 0.0) if job.info.has_video else 0.0

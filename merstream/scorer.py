@@ -18,6 +18,22 @@ from .model.mer_clip import MerClip, standardise
 from .model.prompts import text_tokens
 
 
+def check_labels(labels: list[str], task: str, use_le: bool) -> None:
+    """Label sets the scoring rule can use: distinct, and at least 3 for multi-label emotion
+    scoring (it standardises similarities across labels: with 2 labels it always gives 0.73 / 0.27
+    whatever the input, with 1 always 0.5), at least 2 for softmax scoring."""
+    from .errors import MerstreamError
+
+    dupes = sorted({x for x in labels if list(labels).count(x) > 1})
+    if dupes:
+        raise MerstreamError(f"duplicate labels: {', '.join(dupes)}")
+    need = 3 if task == "emotion" and use_le else 2
+    if len(labels) < need:
+        raise MerstreamError(
+            f"{len(labels)} label(s) given: {'emotion scoring standardises similarities across labels, so it needs at least 3' if need == 3 else 'scoring needs at least 2 labels'}"
+        )
+
+
 class Scorer:
     name = "base"
     cfg: ModelConfig
@@ -75,6 +91,7 @@ class TorchScorer(Scorer):
         self.set_labels(labels or list(model.cfg.labels))
 
     def set_labels(self, labels: list[str]) -> None:
+        check_labels(labels, self.cfg.task, self.model.use_le)
         if not self.model.use_le and list(labels) != list(self.cfg.labels):
             from .errors import MerstreamError
 
@@ -118,6 +135,7 @@ class ZeroShotScorer(TorchScorer):
     name = "torch-zero-shot"
 
     def set_labels(self, labels):
+        check_labels(labels, "sentiment", True)  # a softmax over the labels: 2 or more
         self.labels = list(labels)
         with torch.no_grad():
             self.zs = {m: self.model.zero_shot_label_embeddings(self.labels, m) for m in ("V", "L")}

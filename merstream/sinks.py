@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from .engine.windows import WindowResult
+from .errors import MerstreamError
 
 
 class TimelineWriter:
@@ -16,14 +17,17 @@ class TimelineWriter:
     run keeps every window scored so far."""
 
     def __init__(self, out_dir: Path, stem: str, labels: list[str], meta: dict | None = None):
-        out_dir.mkdir(parents=True, exist_ok=True)
         self.labels = list(labels)
         self.jsonl_path = out_dir / f"{stem}.jsonl"
         self.csv_path = out_dir / f"{stem}.csv"
         self.png_path = out_dir / f"{stem}.png"
         self.results: list[WindowResult] = []
-        self._jsonl = open(self.jsonl_path, "w", encoding="utf-8")
-        self._csv_file = open(self.csv_path, "w", encoding="utf-8", newline="")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.jsonl_path, "w", encoding="utf-8")
+            self._csv_file = open(self.csv_path, "w", encoding="utf-8", newline="")
+        except OSError as e:
+            raise MerstreamError(f"cannot write the timeline in {out_dir}: {e.strerror or e}") from None
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["start", "end", *self.labels, "predicted", "top", "modalities", "text"])
         self._csv_file.flush()

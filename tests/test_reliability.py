@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TALK6, ffmpeg
@@ -111,3 +112,43 @@ def test_signal_during_file_keeps_every_window(tiny_ckpt, media_dir, tmp_path, s
     assert [w["index"] for w in windows] == list(range(len(windows)))
     csv_rows = (tmp_path / "long.partial.csv").read_text().splitlines()
     assert len(csv_rows) == len(windows) + 1
+
+
+def test_audio_starting_late_is_aligned_to_the_video_clock(media_dir):
+    from merstream.media import read_audio
+
+    late = media_dir / "audio_late.mp4"
+    ffmpeg("-i", str(TALK6), "-itsoffset", "1.0", "-i", str(TALK6), "-map", "0:v", "-map", "1:a", "-c", "copy", str(late))
+    a, b = read_audio(late), read_audio(TALK6)
+    assert abs(a[:15000]).max() == 0.0  # the first second is silence
+    lag = int(np.correlate(a[:60000], b[:44000], "valid").argmax())
+    assert abs(lag - 16000) <= 40  # within 2.5 ms of the 1 s offset (AAC priming)
+
+
+def test_cover_art_is_not_video(media_dir, tmp_path):
+    from merstream.media import probe
+
+    png = tmp_path / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1", str(png))
+    song = media_dir / "with_cover.m4a"
+    ffmpeg("-i", str(TALK6), "-i", str(png), "-map", "0:a", "-map", "1", "-c:a", "copy", "-c:v", "png",
+           "-disposition:v", "attached_pic", str(song))
+    info = probe(song)
+    assert info.has_audio and not info.has_video
+
+
+def test_bad_options_and_labels_are_one_line_errors(tiny_ckpt, tmp_path):
+    cases = [
+        (["file", str(TALK6), "--window", "abc"], 2, "Invalid value for '--window'"),
+        (["file", str(TALK6), "--workers", "0"], 2, "--workers"),
+        (["nosuchcommand"], 2, "No such command"),
+        (["file", str(TALK6), "--model", str(tiny_ckpt), "--labels", "happy,sad"], 1, "at least 3"),
+        (["file", str(TALK6), "--model", str(tiny_ckpt), "--labels", "happy,sad,happy"], 1, "duplicate labels"),
+        (["file", str(TALK6), "--model", str(tiny_ckpt), "--no-asr", "--out", str(TALK6)], 1, "cannot write the timeline"),
+    ]
+    for args, code, needle in cases:
+        p = run(*args)
+        err = p.stderr.decode()
+        assert p.returncode == code and "Traceback" not in err, err
+        errors = [x for x in err.splitlines() if x.startswith("error:")]
+        assert len(errors) == 1 and needle in errors[0], err

@@ -31,6 +31,7 @@ from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
 
 TEXT_CACHE_SIZE = 256
+BATCH_WINDOWS = 32  # windows scored per batch (bounds memory when many are ready at once)
 
 
 class Engine:
@@ -51,6 +52,8 @@ class Engine:
         self.has_video, self.has_audio, self.has_text = has_video, has_audio, has_text
         self.max_pending = max_pending  # live: when more windows are ready than this, drop the oldest
         self.reuse = reuse  # False: the naive baseline, every window re-encodes its own frames/segments
+        self.video_done = not has_video  # a finished track no longer holds windows back
+        self.audio_done = not has_audio
         self.sr = scorer.audio_cfg.sample_rate
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
@@ -66,8 +69,8 @@ class Engine:
         self.words: list[Word] = []
         self.text_until = -math.inf
         # caches
-        self.frame_cache: dict[float, np.ndarray] = {}
-        self.segment_cache: dict[float, np.ndarray] = {}
+        self.frame_cache: dict[float, np.ndarray] = {}  # frame time -> embedding
+        self.segment_cache: dict[tuple[float, float], np.ndarray] = {}  # (start, end) -> embedding
         self.text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # ---- input ---------------------------------------------------------------------------
@@ -93,10 +96,22 @@ class Engine:
             self.text_until = max(self.text_until, until)
 
     # ---- output --------------------------------------------------------------------------
+    def end_video(self) -> None:
+        """No more frames will come (the windows after the last frame score without vision)."""
+        self.video_done = True
+
+    def end_audio(self) -> None:
+        """No more audio will come."""
+        self.audio_done = True
+
     def _ready(self, w: Window) -> bool:
+        """All media of ``w`` has arrived: every live track has passed its end, and the window lies
+        within what some track has delivered (windows past the end of the media wait for finish)."""
+        arrived = max(self.video_time if self.has_video else -math.inf, self.audio_time if self.has_audio else -math.inf)
         return (
-            (not self.has_video or self.video_time >= w.end)
-            and (not self.has_audio or self.audio_time >= w.end)
+            arrived >= w.end
+            and (self.video_done or self.video_time >= w.end)
+            and (self.audio_done or self.audio_time >= w.end)
             and (not self.has_text or self.text_until >= w.end)
         )
 
@@ -156,28 +171,38 @@ class Engine:
         if not self.use["V"]:
             return []
         n = self.scorer.cfg.num_frames
-        tol = (w.end - w.start) / (2 * n)  # half a sampling step: farther frames belong elsewhere
+        span = w if end >= w.end else Window(w.index, w.start, end)  # the last window: its real span
+        tol = (span.end - span.start) / (2 * n)  # half a sampling step: farther frames belong elsewhere
         keys = []
-        for t in w.frame_times(n):
+        for t in span.frame_times(n):
             k = self._nearest_frame(t)
             if k is not None and w.start - tol <= k < end + tol:
                 keys.append(k)
         return keys
 
-    def _segments_for(self, w: Window, end: float) -> list[float]:
+    def _segments_for(self, w: Window, end: float) -> list[tuple[float, float]]:
+        """(start, end) of the window's audio segments, cut at the window's end (zero-padded later)."""
         if not self.use["A"]:
             return []
-        return [s for s in w.segment_starts(self.seg_seconds) if s < min(end, self.audio_time)]
+        return [(s, round(min(s + self.seg_seconds, w.end), 6)) for s in w.segment_starts(self.seg_seconds)
+                if s < min(end, self.audio_time)]
 
     def _score(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
-        if not windows:
-            return []
-        if not self.reuse and len(windows) > 1:
-            return [r for w in windows for r in self._score([w], duration)]
-        if not self.reuse:
-            self.frame_cache.clear()
-            self.segment_cache.clear()
-            self.text_cache.clear()
+        """Score ``windows`` in batches of at most BATCH_WINDOWS (one each for the naive baseline),
+        then evict what no later window can use."""
+        step = BATCH_WINDOWS if self.reuse else 1
+        results = []
+        for i in range(0, len(windows), step):
+            if not self.reuse:
+                self.frame_cache.clear()
+                self.segment_cache.clear()
+                self.text_cache.clear()
+            results += self._score_batch(windows[i : i + step], duration)
+        if windows:
+            self._evict(window_at(self.next_index, self.stream.window, self.stream.hop).start)
+        return results
+
+    def _score_batch(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
         plans = []
         for w in windows:
             end = min(w.end, duration) if duration is not None else w.end
@@ -217,7 +242,6 @@ class Engine:
                 )
             )
         self.counters.windows_scored += len(results)
-        self._evict(window_at(self.next_index, self.stream.window, self.stream.hop).start)
         return results
 
     def _encode_frames(self, keys: set[float]) -> None:
@@ -231,14 +255,15 @@ class Engine:
             self.frame_cache[k] = e
         self.counters.frames_encoded += len(missing)
 
-    def _segment_audio(self, start: float) -> np.ndarray:
-        a = int(round(start * self.sr)) - self.audio_offset
-        seg = self.audio[max(a, 0) : max(a, 0) + self.seg_samples]
+    def _segment_audio(self, key: tuple[float, float]) -> np.ndarray:
+        a = max(int(round(key[0] * self.sr)) - self.audio_offset, 0)
+        n = min(int(round((key[1] - key[0]) * self.sr)), self.seg_samples)
+        seg = self.audio[a : a + n]
         return np.pad(seg, (0, self.seg_samples - len(seg)))
 
-    def _encode_segments(self, starts: set[float]) -> None:
-        missing = sorted(s for s in starts if s not in self.segment_cache)
-        self.counters.segment_cache_hits += len(starts) - len(missing)
+    def _encode_segments(self, keys: set[tuple[float, float]]) -> None:
+        missing = sorted(s for s in keys if s not in self.segment_cache)
+        self.counters.segment_cache_hits += len(keys) - len(missing)
         if not missing:
             return
         images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
@@ -266,9 +291,9 @@ class Engine:
             self.frames.popleft()
         for k in [k for k in self.frame_cache if k < keep_from]:
             del self.frame_cache[k]
-        for s in [s for s in self.segment_cache if s < next_start]:
+        for s in [s for s in self.segment_cache if s[0] < next_start]:
             del self.segment_cache[s]
-        cut = int(next_start * self.sr) - self.audio_offset
+        cut = min(int(next_start * self.sr) - self.audio_offset, len(self.audio))
         if cut > 0:
             self.audio = self.audio[cut:]
             self.audio_offset += cut

@@ -52,17 +52,16 @@ def load_clip(arch, pretrained: str | None):
             f"{pretrained!r} is neither a file nor an open_clip pretrained tag for {arch} "
             f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'})"
         )
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # cache only, instant
+    from huggingface_hub import constants as hub_constants
+
+    saved = hub_constants.HF_HUB_OFFLINE  # read by huggingface_hub at import: patch the constant
+    hub_constants.HF_HUB_OFFLINE = True  # cache only, instant
     try:
         return open_clip.create_model(arch, pretrained=pretrained)
     except Exception:
         pass
     finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
+        hub_constants.HF_HUB_OFFLINE = saved
     if not hub_reachable():
         raise MerstreamError(
             f"cannot download CLIP weights {arch}/{pretrained}: no network (the model hub is unreachable). "
