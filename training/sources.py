@@ -59,7 +59,7 @@ def speaker_split(speaker: int, val: set[int], test: set[int]) -> str:
 
 def ravdess(root: Path, val_actors=(17, 18), test_actors=(19, 20)) -> list[Sample]:
     """RAVDESS speech (actors 01-20 here): feeds A only (two fixed neutral sentences)."""
-    root = Path(root)
+    root = Path(root).resolve()
     out = []
     for r in _rows(root / "labels.csv"):
         label = map_label(r["emotion"])
@@ -76,7 +76,7 @@ def ravdess(root: Path, val_actors=(17, 18), test_actors=(19, 20)) -> list[Sampl
 
 def emodb(root: Path, val_speakers=(14,), test_speakers=(15, 16)) -> list[Sample]:
     """Berlin EmoDB (German acted sentences): feeds A only; boredom is dropped."""
-    root = Path(root)
+    root = Path(root).resolve()
     out = []
     for r in _rows(root / "labels.csv"):
         label = map_label(r["emotion"])
@@ -93,7 +93,7 @@ def emodb(root: Path, val_speakers=(14,), test_speakers=(15, 16)) -> list[Sample
 
 def image_folders(root: Path, split: str, source: str, labels: list[str] = EMOTIONS_6) -> list[Sample]:
     """Folder-per-label face images (``root/<label>/*.png``): feeds V only."""
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise MerstreamError(f"image folder not found: {root}")
     out = []
@@ -110,7 +110,7 @@ def image_folders(root: Path, split: str, source: str, labels: list[str] = EMOTI
 
 def fer2013(root: Path, val_every: int = 20) -> list[Sample]:
     """FER2013: train/ (every ``val_every``-th image of each class -> val), validation/ -> test."""
-    root = Path(root)
+    root = Path(root).resolve()
     train = image_folders(root / "train", "train", "fer2013")
     for i, s in enumerate(train):
         if i % val_every == 0:
@@ -121,7 +121,7 @@ def fer2013(root: Path, val_every: int = 20) -> list[Sample]:
 def folder_per_label(root: Path, split: str = "train", labels: list[str] = EMOTIONS_6) -> list[Sample]:
     """Generic layout ``root/<label>/<file>``: images feed V, audio feeds A, video feeds V+A,
     .txt files are transcripts (L)."""
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise MerstreamError(f"dataset folder not found: {root}")
     out = []
@@ -148,7 +148,7 @@ def folder_per_label(root: Path, split: str = "train", labels: list[str] = EMOTI
 
 def crema_d(root: Path, split: str = "test") -> list[Sample]:
     """CREMA-D clips (video + audio + the read sentence): V and A; the words carry no emotion."""
-    root = Path(root)
+    root = Path(root).resolve()
     out = []
     for r in _rows(root / "labels.csv"):
         label = map_label(r["intended_emotion"])
@@ -164,7 +164,7 @@ def crema_d(root: Path, split: str = "test") -> list[Sample]:
 
 def meld_text(root: Path) -> list[Sample]:
     """MELD utterance transcripts (train/dev/test) with emotion -> L only (no raw videos here)."""
-    root = Path(root)
+    root = Path(root).resolve()
     out = []
     for split, name in (("train", "train_sent_emo.csv"), ("val", "dev_sent_emo.csv"), ("test", "test_sent_emo.csv")):
         for r in _rows(root / name):
@@ -179,7 +179,7 @@ def meld_text(root: Path) -> list[Sample]:
 
 def emorynlp_text(root: Path) -> list[Sample]:
     """EmoryNLP (Friends) transcripts: Joyful/Mad/Scared/Sad/Neutral kept, Peaceful/Powerful dropped."""
-    root = Path(root)
+    root = Path(root).resolve()
     out = []
     for split, name in (("train", "emorynlp_train_final.csv"), ("val", "emorynlp_dev_final.csv"),
                         ("test", "emorynlp_test_final.csv")):
