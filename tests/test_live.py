@@ -204,13 +204,13 @@ def test_when_compute_falls_behind_stale_windows_are_dropped_and_latency_stays_b
     torch.manual_seed(0)
     from merstream.model import MerClip
 
-    slow = TorchScorer(MerClip(ModelConfig(clip="ViT-B-32")).eval())  # far too slow for 4 windows a second
-    runner, out = live_run(slow, TALK6, realtime=True, stream=StreamConfig(window=2.0, hop=0.25), until=6.0,
+    slow = TorchScorer(MerClip(ModelConfig(clip="ViT-B-32")).eval())  # far too slow for 10 windows a second (each needs a new audio segment)
+    runner, out = live_run(slow, TALK6, realtime=True, stream=StreamConfig(window=2.0, hop=0.1), until=6.0,
                            max_pending=2, stale_after=1.0)
     c = runner.engine.counters
     assert runner.error is None
     assert c.windows_dropped > 0
-    assert c.windows_scored + c.windows_dropped == window_count(6.0, 2.0, 0.25) == len(out) + c.windows_dropped
+    assert c.windows_scored + c.windows_dropped == window_count(6.0, 2.0, 0.1) == len(out) + c.windows_dropped
     lat = [r.latency for r in out]
     assert max(lat) < 6.0, lat  # bounded: stale work is shed instead of queued
 
