@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--video", default=str(DEFAULT_VIDEO))
     ap.add_argument("--loops", type=int, default=4, help="extra loops of the clip (4 -> ~63 s)")
     ap.add_argument("--skip-naive", action="store_true", help="skip the slow naive baseline")
+    ap.add_argument("--keep", help="keep the ViT-B-32 exports in this directory (fp32/, int8/), e.g. for soak_live.py")
     args = ap.parse_args()
 
     from export import export_model
@@ -71,7 +72,8 @@ def main() -> None:
 
     print(f"date {date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), onnxruntime {__import__('onnxruntime').__version__}")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-file-"))
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-file-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     clip = tmp / "clip60.mp4"
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", str(args.loops), "-i", args.video,
                     "-c", "copy", str(clip)], check=True)
@@ -111,9 +113,13 @@ def main() -> None:
     # compute floor for this sampling
     s = model.image_size
     f_img = flops_of(lambda: model.encode_frames(torch.randn(1, 3, s, s)))
-    f_txt = flops_of(lambda: model.encode_text(model.tokenize(["don't forget a jacket"])))
+    tokens = model.tokenize(["don't forget a jacket"])
+    tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]  # trimmed after EOS, as at run time
+    f_txt = flops_of(lambda: model.encode_text(tokens))
     pooled = {m: torch.randn(1, model.embed_dim) for m in "LVA"}
-    f_head = flops_of(lambda: model.similarity(model.fuse(pooled, {m: torch.ones(1) for m in "LVA"})))
+    with torch.no_grad():  # computed once per label set at run time, not per window
+        query, labels = model.query_embedding(), model.label_embeddings()
+    f_head = flops_of(lambda: model.similarity(model.fuse(pooled, {m: torch.ones(1) for m in "LVA"}, query=query), labels))
     cached = runs["onnxruntime fp32, cached"].counters
     per_s = (cached.frames_encoded * f_img + cached.segments_encoded * f_img + cached.texts_encoded * f_txt
              + cached.windows_scored * f_head) / media
