@@ -99,16 +99,21 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise MerstreamError(f"model config not found: {p}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MerstreamError(f"model config {p} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise MerstreamError(f"model config {p} must hold a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(read_json_object(path, "model config"))
+
+
+def read_json_object(path: str | Path, what: str) -> dict:
+    """A JSON object from a file; missing / invalid / not-an-object are one-line errors."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise MerstreamError(f"{what} not found: {p}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MerstreamError(f"{what} {p} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise MerstreamError(f"{what} {p} must hold a JSON object")
+    return d
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, TALK, TALK6, ffmpeg
+from conftest import TALK, TALK6, ffmpeg
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 from merstream.cli import app
-from merstream.config import ModelConfig
 from merstream.errors import MerstreamError
 from merstream.model.mer_clip import MerClip
 from training import sources

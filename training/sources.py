@@ -57,38 +57,30 @@ def speaker_split(speaker: int, val: set[int], test: set[int]) -> str:
     return "test" if speaker in test else "val" if speaker in val else "train"
 
 
-def ravdess(root: Path, val_actors=(17, 18), test_actors=(19, 20)) -> list[Sample]:
-    """RAVDESS speech (actors 01-20 here): feeds A only (two fixed neutral sentences)."""
+def acted_speech(root: Path, source: str, speaker_col: str, text_col: str, val, test) -> list[Sample]:
+    """Acted-speech clips listed in ``labels.csv``: feed A only, split by speaker."""
     root = Path(root).resolve()
     out = []
     for r in _rows(root / "labels.csv"):
         label = map_label(r["emotion"])
         if label is None:
             continue
-        actor = int(r["actor"])
         out.append(Sample(
-            id=f"ravdess/{Path(r['path']).stem}", labels=[label], audio=str(root / r["path"]),
-            text=r["statement_text"], modalities=["A"], split=speaker_split(actor, set(val_actors), set(test_actors)),
-            source="ravdess",
+            id=f"{source}/{Path(r['path']).stem}", labels=[label], audio=str(root / r["path"]),
+            text=r[text_col], modalities=["A"], split=speaker_split(int(r[speaker_col]), set(val), set(test)),
+            source=source,
         ))
     return out
+
+
+def ravdess(root: Path, val_actors=(17, 18), test_actors=(19, 20)) -> list[Sample]:
+    """RAVDESS speech (actors 01-20 here): feeds A only (two fixed neutral sentences)."""
+    return acted_speech(root, "ravdess", "actor", "statement_text", val_actors, test_actors)
 
 
 def emodb(root: Path, val_speakers=(14,), test_speakers=(15, 16)) -> list[Sample]:
     """Berlin EmoDB (German acted sentences): feeds A only; boredom is dropped."""
-    root = Path(root).resolve()
-    out = []
-    for r in _rows(root / "labels.csv"):
-        label = map_label(r["emotion"])
-        if label is None:
-            continue
-        spk = int(r["speaker"])
-        out.append(Sample(
-            id=f"emodb/{Path(r['path']).stem}", labels=[label], audio=str(root / r["path"]),
-            text=r["transcript_de"], modalities=["A"], split=speaker_split(spk, set(val_speakers), set(test_speakers)),
-            source="emodb",
-        ))
-    return out
+    return acted_speech(root, "emodb", "speaker", "transcript_de", val_speakers, test_speakers)
 
 
 def image_folders(root: Path, split: str, source: str, labels: list[str] = EMOTIONS_6) -> list[Sample]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from merstream.config import ModelConfig
+from merstream.config import ModelConfig, read_json_object
 from merstream.errors import MerstreamError
 
 from .dataset import ManifestDataset, collate, model_inputs
@@ -62,14 +62,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise MerstreamError(f"training config not found: {p}") from None
-        except json.JSONDecodeError as e:
-            raise MerstreamError(f"training config {p} is not valid JSON: {e}") from None
-        return cls.from_dict(d, str(p))
+        return cls.from_dict(read_json_object(path, "training config"), str(path))
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "training config") -> "TrainConfig":
