@@ -73,8 +73,9 @@ def probe(path: str | Path) -> MediaInfo:
         )
 
 
-def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame."""
+def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame
+    (``rgb=False``: the decoded ``av.VideoFrame``, to convert later with :func:`frame_rgb`)."""
     with _open(path) as c:
         stream = video_stream(c)
         if stream is None:
@@ -92,9 +93,13 @@ def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
                 if t <= last:  # duplicate or out-of-order timestamp: keep time monotonic
                     t = last + 1e-3
                 last = t
-                yield t, frame.to_ndarray(format="rgb24")
+                yield t, frame_rgb(frame) if rgb else frame
         except av.FFmpegError as e:
             raise MerstreamError(f"{path}: video decoding failed after {max(last, 0):.2f} s, file truncated or corrupt ({_reason(e)})") from None
+
+
+def frame_rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
 
 
 def video_stream(c):

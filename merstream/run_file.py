@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,10 @@ import numpy as np
 
 from .asr import Transcriber, Word
 from .config import StreamConfig
-from .engine import Counters, Engine, WindowResult
-from .media import MediaInfo, iter_frames, probe, read_audio
+from .engine import Counters, Engine, WindowResult, window_count
+from .engine.engine import TIE
+from .engine.windows import window_at
+from .media import MediaInfo, frame_rgb, iter_frames, probe, read_audio
 from .errors import MerstreamError
 from .scorer import Scorer
 from .sinks import TimelineWriter
@@ -51,6 +54,36 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
     return FileJob(info, audio, words, notes)
 
 
+def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Iterator[tuple[float, object]]:
+    """Only the frames the engine can pick: for every window sample time the engine takes the
+    nearest frame (the earlier one on a tie), so a frame at p between neighbours pp and q is
+    needed iff a sample time lies in ((pp + p) / 2, (p + q) / 2]. The rest (about 4 in 5 at
+    30 fps) are never converted to RGB. Frames near the end are all kept: the last window is
+    clipped at the end of the media and samples its own span."""
+    # the last window starts here; its clipped span is sampled anew, so keep every frame from it on
+    tail = (window_count(duration, stream.window, stream.hop) - 1) * stream.hop - 0.5 if duration > 0 else math.inf
+
+    def needed(lo: float, hi: float) -> bool:
+        """Is a sample time in (lo, hi], the engine's own sample times and tie rule?"""
+        lo, hi = max(lo, -1.0) + TIE / 2, hi + TIE / 2
+        first = max(0, math.floor((lo - stream.window) / stream.hop))
+        for k in range(first, math.floor(hi / stream.hop) + 2):
+            if any(lo < t <= hi for t in window_at(k, stream.window, stream.hop).frame_times(n)):
+                return True
+        return False
+
+    pp = -math.inf
+    prev = None
+    for t, frame in frames:
+        if prev is not None:
+            if prev[0] >= tail or needed((pp + prev[0]) / 2, (prev[0] + t) / 2):
+                yield prev
+            pp = prev[0]
+        prev = (t, frame)
+    if prev is not None:
+        yield prev
+
+
 def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig, reuse: bool = True) -> Engine:
     has_audio = job.audio is not None
     engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio, reuse=reuse)
@@ -80,9 +113,10 @@ def score_job(
 
     last_t = 0.0
     if job.info.has_video:
-        for t, rgb in iter_frames(path):
+        frames = sampled_frames(iter_frames(path, rgb=False), engine.stream, engine.scorer.cfg.num_frames, job.info.duration)
+        for t, frame in frames:
             feed_audio(t)
-            engine.insert_frame(t, rgb)
+            engine.insert_frame(t, frame_rgb(frame))
             last_t = t
             yield from engine.process_iter()
             if on_progress:

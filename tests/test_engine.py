@@ -68,7 +68,10 @@ def test_engine_encodes_each_sampled_frame_once(tiny_model, talk6_media):
     frame_times = np.array([t for t, _ in frames])
     distinct, slots = set(), 0
     for r in results:  # the frames each window samples (the last one over its clipped span)
-        keys = {float(frame_times[np.abs(frame_times - t).argmin()]) for t in Window(r.index, r.start, r.end).frame_times(12)}
+        keys = set()
+        for t in Window(r.index, r.start, r.end).frame_times(12):
+            d = np.abs(frame_times - t)
+            keys.add(float(frame_times[np.flatnonzero(d <= d.min() + 1e-9)[0]]))  # the earlier frame on a tie
         distinct |= keys
         slots += len(keys)
     assert c.frames_encoded == len(distinct)
@@ -152,3 +155,27 @@ def test_hop_longer_than_window_reads_the_right_audio(tiny_model, talk6_media):
         expected = audio[a : a + n]
         assert np.array_equal(samples[: len(expected)], expected)
         assert not samples[len(expected) :].any()  # past the window end / the audio end: zeros
+
+
+@pytest.mark.parametrize("window,hop", [(2.0, 1.0), (3.0, 0.7)])
+def test_file_runner_converts_only_the_frames_the_engine_picks(tiny_model, talk6_media, window, hop):
+    from merstream.run_file import sampled_frames
+
+    frames, audio = talk6_media
+    stream = StreamConfig(window=window, hop=hop)
+    kept = list(sampled_frames(iter(frames), stream, 12, 12.68))
+    assert len(kept) < (0.4 if hop == window / 2 else 0.7) * len(frames)  # 6 vs ~17 sample times a second
+    runs = []
+    for fs in (frames, kept):
+        e = Engine(TorchScorer(tiny_model), stream, has_text=False)
+        e.insert_audio(audio)
+        out = []
+        for t, rgb in fs:
+            e.insert_frame(t, rgb)
+            out += e.process_iter()
+        e.end_video()
+        runs.append((out + e.process_iter() + e.finish(12.68), e.counters.frames_encoded))
+    (a, na), (b, nb) = runs
+    assert na == nb and len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.frames == y.frames and np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-6)

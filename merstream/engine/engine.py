@@ -31,6 +31,7 @@ from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
 
 TEXT_CACHE_SIZE = 256
+TIE = 1e-9  # frame-to-sample distances closer than this are a tie
 BATCH_WINDOWS = 32  # windows scored per batch (bounds memory when many are ready at once)
 
 
@@ -161,8 +162,8 @@ class Engine:
         times = self.frame_times
         i = bisect.bisect_left(times, t)
         best = None
-        for j in (i - 1, i):
-            if 0 <= j < len(times) and (best is None or abs(times[j] - t) < abs(best - t)):
+        for j in (i - 1, i):  # the earlier frame wins a tie (within TIE seconds, so float noise can't flip it)
+            if 0 <= j < len(times) and (best is None or abs(times[j] - t) < abs(best - t) - TIE):
                 best = times[j]
         return best
 
