@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -55,14 +56,14 @@ def resolve_asr_model(name: str) -> str:
 
 
 class Transcriber:
-    def __init__(self, name: str = DEFAULT_ASR, device: str = "cpu", compute_type: str = "int8"):
+    def __init__(self, name: str = DEFAULT_ASR, device: str = "cpu", compute_type: str = "int8", threads: int | None = None):
         from faster_whisper import WhisperModel
 
         self.name = name
         path = resolve_asr_model(name)
         logging.getLogger("faster_whisper").setLevel(logging.ERROR)
         try:
-            self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=2)
+            self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=threads or min(4, os.cpu_count() or 1))
         except Exception as e:
             raise MerstreamError(f"cannot load ASR model {name!r}: {str(e).splitlines()[0]}") from None
         self.english_only = name.endswith(".en")

@@ -89,8 +89,8 @@ def _load(opts: BatchOptions):
         from .config import StreamConfig
         from .models import resolve_scorer
 
-        scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend)
-        transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model)
+        scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend, threads=opts.threads)
+        transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model, threads=opts.threads)
         stream = StreamConfig(window=scorer.cfg.window if opts.window is None else opts.window,
                               hop=scorer.cfg.hop if opts.hop is None else opts.hop)
         _state.update(scorer=scorer, transcriber=transcriber, stream=stream)

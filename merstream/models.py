@@ -87,6 +87,7 @@ def resolve_scorer(
     backend: str = "auto",
     providers: list[str] | None = None,
     on_note: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> Scorer:
     """The scorer for the command-line options. ``backend``: "onnx" needs an export directory;
     "torch" runs a checkpoint in torch; "auto" runs export directories and checkpoints (the
@@ -100,7 +101,7 @@ def resolve_scorer(
                 raise MerstreamError(f"{p} is an ONNX export; the torch backend needs a checkpoint")
             from .onnx_scorer import OnnxScorer
 
-            scorer = OnnxScorer(p, labels=labels, providers=providers)
+            scorer = OnnxScorer(p, labels=labels, providers=providers, threads=threads)
             scorer.notice = f"model: ONNX export {p} ({scorer.precision}, {scorer.provider})"
             if scorer.provider_note:
                 scorer.notice += f"; {scorer.provider_note}"
@@ -115,7 +116,7 @@ def resolve_scorer(
         from .onnx_scorer import OnnxScorer
 
         export_dir = cached_export(r.model, Path(r.source), on_note)
-        scorer = OnnxScorer(export_dir, labels=labels, providers=providers)
+        scorer = OnnxScorer(export_dir, labels=labels, providers=providers, threads=threads)
         what = "embedded default model merstream-small" if r.kind == "default" else f"checkpoint {r.source}"
         scorer.notice = f"model: {what} (ONNX {scorer.precision}, {scorer.provider})"
         if scorer.provider_note:

@@ -87,7 +87,8 @@ class OnnxScorer(Scorer):
 
     name = "onnx"
 
-    def __init__(self, export_dir: str | Path, labels: list[str] | None = None, providers: list[str] | None = None, batch_size: int = 32):
+    def __init__(self, export_dir: str | Path, labels: list[str] | None = None, providers: list[str] | None = None,
+                 batch_size: int = 32, threads: int | None = None):
         self.manifest: Manifest = read_manifest(export_dir)
         m = self.manifest
         self.cfg = m.config
@@ -111,6 +112,8 @@ class OnnxScorer(Scorer):
         ort = _ort()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only
+        if threads:
+            opts.intra_op_num_threads = threads  # batch workers split the cores between them
         self.sessions = {}
         for name, spec in self.graphs.items():
             try:
