@@ -69,3 +69,14 @@ def speech_wav(media_dir):
     out = media_dir / "speech.wav"
     ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(out))
     return out
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    """A failed CLI run (text mode): non-zero exit, no traceback, exactly one `error:` line
+    containing every needle."""
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr + p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]

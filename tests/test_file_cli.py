@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TALK, TALK6, ffmpeg
+from conftest import TALK, TALK6, assert_one_line_error, ffmpeg
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -22,15 +22,6 @@ def timeline(path: Path) -> tuple[dict, list[dict], dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert "meta" in rows[0] and "end" in rows[-1]
     return rows[0]["meta"], rows[1:-1], rows[-1]["end"]
-
-
-def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr + p.stdout
-    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, p.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TALK, TALK6
+from conftest import TALK, TALK6, assert_one_line_error
 from merstream.config import ModelConfig, StreamConfig
 from merstream.engine.buffers import AudioRing, Frame, FrameRing
 from merstream.engine.live import LiveOptions, LiveRunner
@@ -227,15 +227,6 @@ def timeline(out: Path):
     rows = [json.loads(line) for line in files[0].read_text().splitlines()]
     assert "meta" in rows[0] and "end" in rows[-1]
     return rows[0]["meta"], rows[1:-1], rows[-1]["end"]
-
-
-def assert_one_line_error(p, *needles):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr + p.stdout
-    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, p.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 ENCODED = re.compile(r"encoded:? (\d+) frames .*?, (\d+) audio segments")

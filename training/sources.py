@@ -83,17 +83,22 @@ def emodb(root: Path, val_speakers=(14,), test_speakers=(15, 16)) -> list[Sample
     return acted_speech(root, "emodb", "speaker", "transcript_de", val_speakers, test_speakers)
 
 
-def image_folders(root: Path, split: str, source: str, labels: list[str] = EMOTIONS_6) -> list[Sample]:
-    """Folder-per-label face images (``root/<label>/*.png``): feeds V only."""
+def label_folders(root: Path, labels: list[str], what: str):
+    """(label folder, mapped label, its files sorted) for ``root/<label>/<file>`` layouts."""
     root = Path(root).resolve()
     if not root.is_dir():
-        raise MerstreamError(f"image folder not found: {root}")
-    out = []
+        raise MerstreamError(f"{what} not found: {root}")
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         label = map_label(d.name, labels)
-        if label is None:
-            continue
-        for f in sorted(d.iterdir()):
+        if label is not None:
+            yield d, label, sorted(d.iterdir())
+
+
+def image_folders(root: Path, split: str, source: str, labels: list[str] = EMOTIONS_6) -> list[Sample]:
+    """Folder-per-label face images (``root/<label>/*.png``): feeds V only."""
+    out = []
+    for d, label, files in label_folders(root, labels, "image folder"):
+        for f in files:
             if f.suffix.lower() in IMAGE_EXTS:
                 out.append(Sample(id=f"{source}/{d.name}/{f.stem}", labels=[label], image=str(f),
                                   modalities=["V"], split=split, source=source))
@@ -114,14 +119,9 @@ def folder_per_label(root: Path, split: str = "train", labels: list[str] = EMOTI
     """Generic layout ``root/<label>/<file>``: images feed V, audio feeds A, video feeds V+A,
     .txt files are transcripts (L)."""
     root = Path(root).resolve()
-    if not root.is_dir():
-        raise MerstreamError(f"dataset folder not found: {root}")
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        label = map_label(d.name, labels)
-        if label is None:
-            continue
-        for f in sorted(d.iterdir()):
+    for d, label, files in label_folders(root, labels, "dataset folder"):
+        for f in files:
             ext = f.suffix.lower()
             kw = {}
             if ext in IMAGE_EXTS:
