@@ -7,7 +7,6 @@ the Ray mode (`--ray`), which sends the same per-file function to a Ray cluster.
 from __future__ import annotations
 
 import glob
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -158,8 +157,4 @@ def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers:
         yield ray.get(done[0])
 
 
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-__all__ = ["BatchOptions", "FileOutcome", "expand_inputs", "run_local", "run_ray", "score_one", "default_workers"]
+__all__ = ["BatchOptions", "FileOutcome", "expand_inputs", "run_local", "run_ray", "score_one"]

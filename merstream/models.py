@@ -126,9 +126,3 @@ def resolve_scorer(
     scorer.notice = r.notice
     return scorer
 
-
-def zero_shot_scorer(arch: str, weights: str | None, labels: list[str] | None) -> ZeroShotScorer:
-    r = resolve_model(None, arch, weights, labels)
-    scorer = ZeroShotScorer(r.model, labels)
-    scorer.notice = r.notice
-    return scorer
