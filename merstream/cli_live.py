@@ -122,6 +122,7 @@ def live_cmd(
     from .asr import Transcriber
     from .engine.live import LiveOptions, LiveRunner
     from .models import resolve_scorer
+    from .preprocess import stored_frame_side
     from .sinks import TimelineWriter, summary
 
     options = LiveOptions(stream=stream, text_deadline=text_deadline)
@@ -129,7 +130,7 @@ def live_cmd(
     if scorer.notice:
         note(scorer.notice)
     if video is not None:
-        video.frame_size = scorer.image_size  # frames are shrunk in the capture thread
+        video.frame_size = stored_frame_side(scorer.image_size, scorer.cfg.face_crop)  # shrunk in the capture thread
     transcriber = None
     if audio_src is not None and not no_asr and "L" in scorer.modalities:
         transcriber = Transcriber(asr_model)

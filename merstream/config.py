@@ -54,6 +54,7 @@ class ModelConfig:
     num_frames: int = 12  # T_V frames sampled regularly from a window
     window: float = 2.0  # default window length (s) for runs with this model
     hop: float = 1.0  # default hop (s) between window starts
+    face_crop: bool = False  # frames: the largest face, grey (FER-style), instead of the whole frame
     audio: AudioConfig = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:

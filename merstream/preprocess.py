@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .faces import DETECT_SIDE, FaceCropper
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
@@ -19,8 +21,11 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=interp)
 
 
-def to_model_input(frames: list[np.ndarray], size: int) -> np.ndarray:
-    """Shrunk RGB uint8 frames -> [N, 3, size, size] float32, centre-cropped, CLIP-normalised."""
+def to_model_input(frames: list[np.ndarray], size: int, faces: "FaceCropper | None" = None) -> np.ndarray:
+    """Shrunk RGB uint8 frames -> [N, 3, size, size] float32, centre-cropped, CLIP-normalised; with
+    ``faces``, each frame is first replaced by its grey face crop (models with ``face_crop``)."""
+    if faces is not None:
+        frames = faces.crop_all(frames)
     out = np.empty((len(frames), 3, size, size), dtype=np.float32)
     for i, f in enumerate(frames):
         if min(f.shape[:2]) != size:
@@ -30,3 +35,8 @@ def to_model_input(frames: list[np.ndarray], size: int) -> np.ndarray:
         crop = f[y : y + size, x : x + size].astype(np.float32) / 255.0
         out[i] = ((crop - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)
     return out
+
+
+def stored_frame_side(image_size: int, face_crop: bool) -> int:
+    """Shorter side at which frames are kept until encoded: big enough to find faces in."""
+    return max(image_size, DETECT_SIDE) if face_crop else image_size

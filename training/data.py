@@ -119,9 +119,10 @@ def faces_to_input(faces: np.ndarray, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def frames_to_input(frames: np.ndarray, size: int) -> torch.Tensor:
-    """[T, H, W, 3] uint8 RGB video frames -> [T, 3, size, size] exactly as the runtime does."""
-    return torch.from_numpy(to_model_input(list(frames), size))
+def frames_to_input(frames: np.ndarray, size: int, faces=None) -> torch.Tensor:
+    """[T, H, W, 3] uint8 RGB video frames -> [T, 3, size, size] exactly as the runtime does
+    (``faces``: a :class:`merstream.faces.FaceCropper` for models with ``face_crop``)."""
+    return torch.from_numpy(to_model_input(list(frames), size, faces))
 
 
 def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None) -> np.ndarray:

@@ -26,7 +26,8 @@ import numpy as np
 from ..asr import Word
 from ..config import StreamConfig
 from ..model.spectrogram import LogMelImage
-from ..preprocess import shrink, to_model_input
+from ..faces import FaceCropper
+from ..preprocess import shrink, stored_frame_side, to_model_input
 from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
 
@@ -59,6 +60,9 @@ class Engine:
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
         self.melimage = LogMelImage(scorer.audio_cfg)
+        face_crop = bool(getattr(scorer.cfg, "face_crop", False))
+        self.faces = FaceCropper() if face_crop else None
+        self.frame_side = stored_frame_side(scorer.image_size, face_crop)
         self.counters = Counters()
         self.next_index = 0
         # media state
@@ -79,7 +83,7 @@ class Engine:
         if t <= self.video_time:
             return
         self.frame_times.append(t)
-        self.frames.append(shrink(rgb, self.scorer.image_size))
+        self.frames.append(shrink(rgb, self.frame_side))
         self.video_time = t
 
     def insert_audio(self, samples: np.ndarray) -> None:
@@ -251,7 +255,7 @@ class Engine:
         if not missing:
             return
         idx = {t: i for i, t in enumerate(self.frame_times)}
-        batch = to_model_input([self.frames[idx[k]] for k in missing], self.scorer.image_size)
+        batch = to_model_input([self.frames[idx[k]] for k in missing], self.scorer.image_size, self.faces)
         for k, e in zip(missing, self.scorer.encode_frames(batch)):
             self.frame_cache[k] = e
         self.counters.frames_encoded += len(missing)

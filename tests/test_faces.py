@@ -1,0 +1,93 @@
+"""Face crops (model config ``face_crop``) on real video: the face where there is one, the centre
+square where there is none, and the engine hands the image tower grey face crops."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from conftest import DATA, TALK6
+from merstream.config import ModelConfig, StreamConfig
+from merstream.engine import Engine
+from merstream.faces import DETECT_SIDE, FaceCropper
+from merstream.media import iter_frames, read_audio
+from merstream.model import MerClip
+from merstream.preprocess import CLIP_MEAN, CLIP_STD
+from merstream.scorer import TorchScorer
+
+
+def _some_frames(path, every=20, n=10):
+    return [rgb for i, (_, rgb) in enumerate(iter_frames(path)) if i % every == 0][:n]
+
+
+def test_finds_the_speaker_face_in_real_video():
+    c = FaceCropper()
+    frames = _some_frames(TALK6)  # 480x360, the face is about 125 px wide, left of centre
+    boxes = [c.find(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in frames]
+    assert all(b is not None for b in boxes)
+    for b in boxes:
+        assert 120 <= b.size <= 200
+        cx, cy = b.x + b.size / 2, b.y + b.size / 2
+        assert 160 < cx < 320 and 80 < cy < 240
+    other = [c.find(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in _some_frames(DATA / "video" / "single_face.mp4")]
+    assert sum(b is not None for b in other) >= len(other) - 1
+
+
+def test_crop_is_a_grey_square_of_the_face():
+    c = FaceCropper()
+    frame = _some_frames(TALK6, n=1)[0]
+    crop = c.crop(frame)
+    assert crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3
+    assert crop.shape[0] == crop.shape[1] < min(frame.shape[:2])
+    assert (crop[..., 0] == crop[..., 1]).all() and (crop[..., 1] == crop[..., 2]).all()
+    assert (c.found, c.missed) == (1, 0)
+
+
+def test_a_frame_without_a_face_gives_its_centre_square():
+    c = FaceCropper()
+    y, x = np.mgrid[0:240, 0:320]
+    frame = np.stack([(x * 0.8) % 256, (y * 1.0) % 256, ((x + y) * 0.5) % 256], -1).astype(np.uint8)
+    crop = c.crop(frame)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    assert (c.found, c.missed) == (0, 1)
+    assert crop.shape == (240, 240, 3)
+    assert np.array_equal(crop[..., 0], grey[:, 40:280])
+
+
+def test_engine_gives_the_image_tower_grey_face_crops(tiny_model):
+    cfg = ModelConfig(clip="merstream-tiny", face_crop=True)
+    model = MerClip(cfg).eval()
+    model.load_state_dict(tiny_model.state_dict())  # same weights; only what the tower sees differs
+    frames = [(t, rgb) for t, rgb in iter_frames(TALK6) if t < 4.0]
+    audio = read_audio(TALK6)[: 4 * 16000]
+
+    def run(scorer):
+        seen = []
+        encode = scorer.encode_frames
+
+        def spy(x):  # records the real inputs, then runs the real encoder
+            seen.append(x.copy())
+            return encode(x)
+
+        scorer.encode_frames = spy
+        e = Engine(scorer, StreamConfig(), has_text=False)
+        e.insert_audio(audio)
+        out = []
+        for t, rgb in frames:
+            e.insert_frame(t, rgb)
+            out += e.process_iter()
+        return e, out + e.finish(4.0), np.concatenate(seen)
+
+    e_face, faced, x_face = run(TorchScorer(model))
+    e_full, full, x_full = run(TorchScorer(tiny_model))
+    assert min(e_face.frames[0].shape[:2]) == max(DETECT_SIDE, model.image_size)  # large enough to find faces in
+    assert e_face.faces.found == e_face.counters.frames_encoded > 0 and e_face.faces.missed == 0
+    assert x_face.shape == x_full.shape
+    pixels = x_face * CLIP_STD.reshape(1, 3, 1, 1) + CLIP_MEAN.reshape(1, 3, 1, 1)
+    assert np.abs(pixels[:, 0] - pixels[:, 1]).max() < 1e-5 and np.abs(pixels[:, 1] - pixels[:, 2]).max() < 1e-5
+    full_px = x_full * CLIP_STD.reshape(1, 3, 1, 1) + CLIP_MEAN.reshape(1, 3, 1, 1)
+    assert np.abs(full_px[:, 0] - full_px[:, 2]).max() > 0.1  # the plain model sees colour frames
+    assert [r.index for r in faced] == [r.index for r in full]
+    with torch.no_grad():
+        assert any(abs(a.scores[k] - b.scores[k]) > 1e-4 for a, b in zip(faced, full) for k in a.scores)
