@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--no-asr", action="store_true", help="no rolling transcript")
     ap.add_argument("--every", type=float, default=30.0, help="seconds between report lines")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--text-deadline", type=float, default=None,
+                    help="seconds a window may wait for committed words (default: merstream live's)")
     args = ap.parse_args()
 
     import torch
@@ -67,21 +69,29 @@ def main() -> int:
     from merstream.asr import Transcriber
     from merstream.engine.live import LiveOptions, LiveRunner
     from merstream.engine.sources import AudioFileSource, VideoFileSource
+    from merstream.preprocess import stored_frame_side
     from merstream.sinks import TimelineWriter
 
     scorer = make_scorer(args.model)
     transcriber = None if args.no_asr else Transcriber()
-    video = VideoFileSource(args.clip, realtime=True, loop=True, frame_size=scorer.image_size)
+    video = VideoFileSource(args.clip, realtime=True, loop=True, frame_size=stored_frame_side(scorer.image_size, scorer.cfg.face_crop))
     audio = AudioFileSource(args.clip, realtime=True, loop=True)
     video.open()
     audio.open()
     out_dir = Path(tempfile.mkdtemp(prefix="soak-"))
     writer = TimelineWriter(out_dir, "soak", scorer.labels)  # as `merstream live` does: flushed per window
     seconds = args.minutes * 60
-    runner = LiveRunner(scorer, video, audio, transcriber, LiveOptions(), on_result=writer.write, until=seconds)
+    opts = LiveOptions() if args.text_deadline is None else LiveOptions(text_deadline=args.text_deadline)
+    with_words = [0]
+
+    def on_result(r):
+        writer.write(r)
+        with_words[0] += bool(r.text)
+
+    runner = LiveRunner(scorer, video, audio, transcriber, opts, on_result=on_result, until=seconds)
 
     print(f"# soak: {args.minutes:g} min of {Path(args.clip).name} looping in real time; model {args.model}; "
-          f"ASR {'off' if args.no_asr else 'tiny.en'}; torch threads {args.threads}")
+          f"ASR {'off' if args.no_asr else 'tiny.en'}; text deadline {opts.text_deadline:g} s; torch threads {args.threads}")
     print(f"# {platform.machine()} {os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'t(s)':>6} {'rss MB':>7} {'scored':>6} {'dropped':>7} {'lat p50':>8} {'lat p95':>8} "
@@ -112,7 +122,8 @@ def main() -> int:
     print("# summary")
     print(f"wall {wall:.0f} s, media {s.media_time:.0f} s, windows scored {s.windows_scored}, dropped {s.windows_dropped}, "
           f"frames captured {s.frames_captured}, frames dropped {s.frames_dropped}, "
-          f"transcript deadline hits {s.text_forced}, ASR skipped {s.asr_skipped_seconds:.1f} s, error {s.error}")
+          f"transcript deadline hits {s.text_forced}, windows with words {with_words[0]}, "
+          f"ASR skipped {s.asr_skipped_seconds:.1f} s, error {s.error}")
     print(f"latency (capture -> score): p50 {pct(lat, 50)} s, p95 {pct(lat, 95)} s, max {lat.max() if len(lat) else 0:.3f} s")
     if len(lat) >= 20:
         q = len(lat) // 4

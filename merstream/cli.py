@@ -83,8 +83,13 @@ def file_cmd(
 
     files = expand_inputs(paths)
     if len(files) > 1 or ray or any(Path(p).is_dir() for p in paths):
-        return _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray,
-                      ray_address, naive)
+        from .batch import BatchOptions
+
+        opts = BatchOptions(
+            str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
+            threads=max(1, (os.cpu_count() or 1) // workers), naive=naive,  # the workers split the cores
+        )
+        return _batch(files, opts, workers, ray, ray_address)
     path = files[0]
     probe(path)  # bad media fails here, before any model is loaded
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
@@ -124,15 +129,11 @@ def file_cmd(
     )
 
 
-def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip_weights, backend, plot, workers, ray, ray_address,
-           naive):
+def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | None):
     import time
 
-    from .batch import BatchOptions, run_local, run_ray
+    from .batch import run_local, run_ray
 
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    opts = BatchOptions(str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
-                        threads, naive)
     if not ray:
         from .batch import prepare_here
 
@@ -160,7 +161,7 @@ def _batch(files, out, model, labels, window, hop, asr_model, no_asr, clip, clip
     for o in sorted(outcomes, key=lambda o: o.path):
         table.add_row(Path(o.path).name, str(o.windows), f"{o.duration:.1f}", f"{o.seconds:.1f}", "ok" if o.ok else "failed")
     Console().print(table)
-    console.print(f"throughput: {media / wall:.2f} s of media per s (timelines in {out})", soft_wrap=True)
+    console.print(f"throughput: {media / wall:.2f} s of media per s (timelines in {opts.out})", soft_wrap=True)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise typer.Exit(1)

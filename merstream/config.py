@@ -34,6 +34,7 @@ class AudioConfig:
     win_ms: float = 64.0
     hop_ms: float = 32.0
     image_size: int = 224  # the spectrogram is resized to image_size x image_size, 3 channels
+    level_db: float | None = None  # scale each segment to this RMS level (dBFS) first: None keeps the recorded level
 
 
 @dataclass

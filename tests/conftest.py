@@ -20,6 +20,10 @@ TALK6 = DATA / "talk" / "talk_6emotions.mp4"
 TALK = DATA / "talk" / "talk.mp4"
 
 
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ["MERSTREAM_CACHE"], ignore_errors=True)  # the run's exports go with it
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: real-size architecture (ViT-B-32, random weights), tens of seconds on CPU")
     if not TALK6.exists():

@@ -179,3 +179,21 @@ def test_file_runner_converts_only_the_frames_the_engine_picks(tiny_model, talk6
     assert na == nb and len(a) == len(b)
     for x, y in zip(a, b):
         assert x.frames == y.frames and np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-6)
+
+
+def test_windows_forced_before_their_words_are_committed_use_the_tentative_words(tiny_model, talk6_media):
+    """Live, past --text-deadline: committed words plus the recogniser's latest hypothesis after them;
+    a hypothesis overlapping committed words is not used twice."""
+    frames, audio = talk6_media
+    e = Engine(TorchScorer(tiny_model), StreamConfig(), has_video=False)
+    e.insert_audio(audio[: 5 * 16000])
+    e.insert_words([Word(0.2, 0.6, "don't")], until=0.7)
+    e.set_tentative([Word(0.4, 0.6, "dont"), Word(0.8, 1.1, "forget"), Word(1.2, 1.6, "a"), Word(2.5, 2.9, "jacket")])
+    assert e.process_iter() == []  # the transcript is committed only to 0.7 s: windows wait
+    e.insert_words([], until=3.0)  # the deadline passed: score with what there is
+    out = e.process_iter()
+    assert [r.index for r in out] == [0, 1]
+    assert out[0].text == "don't forget a" and out[1].text == "a jacket"  # by word midpoint
+    e.insert_words([Word(0.8, 1.1, "forget"), Word(1.2, 1.6, "a")], until=1.7)
+    e.set_tentative([Word(1.3, 1.5, "uh"), Word(2.5, 2.9, "jacket")])
+    assert [w.text for w in e._words()] == ["don't", "forget", "a", "jacket"]

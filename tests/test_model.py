@@ -68,6 +68,20 @@ def test_spectrogram_is_224_bins_64ms_32ms():
     assert high_row < low_row
 
 
+def test_level_db_makes_the_audio_image_independent_of_recording_level():
+    from conftest import TALK6
+    from merstream.media import read_audio
+
+    speech = read_audio(TALK6)[16000:48000]  # 2 s of the real voice
+    quiet = speech * 10 ** (-15 / 20)
+    kept = LogMelImage(AudioConfig(n_mels=64, image_size=64))
+    assert np.abs(kept([speech]) - kept([quiet])).mean() > 0.1  # default: the level is part of the input
+    levelled = LogMelImage(AudioConfig(n_mels=64, image_size=64, level_db=-20.0))
+    assert np.allclose(levelled([speech]), levelled([quiet]), atol=1e-4)
+    silence = np.zeros(32000, np.float32) + 1e-5 * np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    assert levelled([silence]).mean() < levelled([speech]).mean() - 0.3  # near-silence is not blown up to speech level
+
+
 def test_text_tower_pools_at_eos_like_open_clip():
     torch.manual_seed(1)
     clip = build_clip("merstream-tiny").eval()

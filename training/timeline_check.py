@@ -37,10 +37,14 @@ class SegmentResult:
 
 def read_windows(path: str | Path) -> list[dict]:
     p = Path(path)
-    if not p.exists():
-        raise MerstreamError(f"timeline not found: {p}")
+    if not p.is_file():
+        raise MerstreamError(f"timeline not found (a JSONL file from merstream file): {p}")
     rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MerstreamError(f"cannot read timeline {p}: {e}") from None
+    for line in lines:
         d = json.loads(line)
         if "start" in d and "scores" in d:
             rows.append(d)

@@ -4,6 +4,7 @@
     engine.insert_frame(t, rgb)          # a video frame at media time t (seconds)
     engine.insert_audio(samples)         # the next chunk of 16 kHz mono audio (contiguous from 0)
     engine.insert_words(words, until=t)  # transcript words committed up to media time t
+    engine.set_tentative(words)          # live: the recogniser's uncommitted hypothesis after them
     for result in engine.process_iter(): # every window whose media has fully arrived
         ...
     engine.ready() / engine.drop_until(i)  # live: peek at ready windows, shed stale ones
@@ -11,6 +12,7 @@
 
 Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
 so overlapping windows reuse embeddings; a transcript is re-encoded only when its text changes.
+Models with ``face_crop`` keep frames at >= 160 px until encoded and see the grey face crop.
 Raw frames, audio and cache entries older than the next window are evicted, so memory is bounded.
 The engine is single-threaded; threads live in the sources/live driver around it.
 """
@@ -25,8 +27,8 @@ import numpy as np
 
 from ..asr import Word
 from ..config import StreamConfig
-from ..model.spectrogram import LogMelImage
 from ..faces import FaceCropper
+from ..model.spectrogram import LogMelImage
 from ..preprocess import shrink, stored_frame_side, to_model_input
 from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
@@ -73,6 +75,7 @@ class Engine:
         self.audio_offset = 0  # sample index of self.audio[0]
         self.words: list[Word] = []
         self.text_until = -math.inf
+        self.tentative: list[Word] = []  # the recogniser's latest uncommitted words (live)
         # caches
         self.frame_cache: dict[float, np.ndarray] = {}  # frame time -> embedding
         self.segment_cache: dict[tuple[float, float], np.ndarray] = {}  # (start, end) -> embedding
@@ -99,6 +102,17 @@ class Engine:
         self.words.sort(key=lambda w: w.start)
         if until is not None:
             self.text_until = max(self.text_until, until)
+
+    def set_tentative(self, words: list[Word]) -> None:
+        """The recogniser's current hypothesis after its committed words (replaced on every call).
+        Windows scored before their words are committed (live, past ``--text-deadline``) use these."""
+        self.tentative = list(words)
+
+    def _words(self) -> list[Word]:
+        if not self.tentative:
+            return self.words
+        after = self.words[-1].end if self.words else -math.inf
+        return self.words + [w for w in self.tentative if w.start >= after - 1e-3]
 
     # ---- output --------------------------------------------------------------------------
     def end_video(self) -> None:
@@ -209,9 +223,10 @@ class Engine:
 
     def _score_batch(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
         plans = []
+        words = self._words()
         for w in windows:
             end = min(w.end, duration) if duration is not None else w.end
-            text = words_in(self.words, w.start, end, self.stream.text_left_context) if self.use["L"] else ""
+            text = words_in(words, w.start, end, self.stream.text_left_context) if self.use["L"] else ""
             plans.append((w, end, self._frames_for(w, end), self._segments_for(w, end), text))
         self._encode_frames({k for p in plans for k in p[2]})
         self._encode_segments({s for p in plans for s in p[3]})

@@ -13,7 +13,8 @@ Engine: it polls the rings, inserts frames / audio / committed words, and scores
 soon as its media has arrived. In real time:
 
 - a window waits at most ``text_deadline`` s (after its audio and video were captured) for the
-  transcript; then it is scored with the words committed so far;
+  transcript to be committed; then it is scored with the words committed so far plus the
+  recogniser's latest uncommitted hypothesis (which later iterations may still revise);
 - when compute falls behind, ready windows whose media was captured more than ``stale_after`` s
   ago are dropped (counted) except the newest, and the transcriber sheds audio more than
   ``asr_max_lag`` s behind, so latency does not drift;
@@ -309,10 +310,11 @@ class LiveRunner:
             getattr(e, "end_audio", lambda: None)()
         if self.transcript is not None:
             with self._tlock:
-                words, until = self._outbox, self._text_until
+                words, until, pending = self._outbox, self._text_until, self._pending
                 self._outbox = []
             if words or until > e.text_until:
                 e.insert_words(words, until=until)
+            e.set_tentative(pending)
         now = self.clock.now()
         while self._capture_times and self._capture_times[0] < now - 2.0:
             self._capture_times.popleft()

@@ -2,7 +2,9 @@
 
 The spectrogram (n_mels x frames, 224 x 63 for 2 s at 16 kHz) is log-compressed, scaled to
 roughly unit range with fixed constants (so loudness is kept, unlike per-image normalisation),
-resized to ``image_size`` x ``image_size`` and repeated over 3 channels.
+resized to ``image_size`` x ``image_size`` and repeated over 3 channels. With ``level_db`` set, each
+segment is first scaled to that RMS level (gain at most +/- ``MAX_GAIN_DB``, so near-silence stays
+quiet): a microphone's gain then does not change what the audio tower hears.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..config import AudioConfig
 LOG_OFFSET = 1e-6
 LOG_MEAN = -6.0  # fixed scaling of log-Mel power to about [-1, 1] for speech at normal levels
 LOG_SCALE = 6.0
+MAX_GAIN_DB = 30.0
 
 
 class LogMelImage:
@@ -49,9 +52,18 @@ class LogMelImage:
         rows = []
         for seg in segments:
             seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
+            if self.cfg.level_db is not None and len(seg):
+                seg = seg * level_gain(seg, self.cfg.level_db)
             rows.append(np.pad(seg, (0, n - len(seg))))
         x = torch.from_numpy(np.stack(rows))
         spec = self.mel_spectrogram(x).flip(1)  # low frequencies at the bottom of the image
         size = self.cfg.image_size
         img = F.interpolate(spec[:, None], size=(size, size), mode="bilinear", align_corners=False)
         return img.expand(-1, 3, -1, -1).contiguous().numpy()
+
+
+def level_gain(seg: np.ndarray, level_db: float) -> np.float32:
+    """Gain that brings ``seg`` to ``level_db`` dBFS RMS (capped at +/- MAX_GAIN_DB)."""
+    rms_db = 10 * np.log10(float(np.mean(np.square(seg, dtype=np.float64))) + 1e-12)
+    gain_db = float(np.clip(level_db - rms_db, -MAX_GAIN_DB, MAX_GAIN_DB))
+    return np.float32(10 ** (gain_db / 20))
