@@ -53,7 +53,7 @@ def live_cmd(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of media."),
     asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or local directory."),
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition (no language modality)."),
-    text_deadline: float = typer.Option(3.0, "--text-deadline", help="Real time: seconds a window may wait for its transcript."),
+    text_deadline: float = typer.Option(0.5, "--text-deadline", help="Real time: seconds a window waits for committed words; then it is scored with the words so far plus the recogniser's current hypothesis."),
     show: bool = typer.Option(False, "--show", help="Show the video with an overlay in an OpenCV window (q quits)."),
     record: Optional[Path] = typer.Option(None, "--record", help="Write the annotated video to this file (.mp4)."),
     plot: bool = typer.Option(True, help="Write the PNG plot at the end."),

@@ -197,3 +197,31 @@ def test_windows_forced_before_their_words_are_committed_use_the_tentative_words
     e.insert_words([Word(0.8, 1.1, "forget"), Word(1.2, 1.6, "a")], until=1.7)
     e.set_tentative([Word(1.3, 1.5, "uh"), Word(2.5, 2.9, "jacket")])
     assert [w.text for w in e._words()] == ["don't", "forget", "a", "jacket"]
+
+
+def test_encode_ahead_prepares_windows_waiting_for_words_without_changing_them(tiny_model, talk6_media):
+    frames, audio = talk6_media
+    words = [Word(0.3, 0.6, "don't"), Word(0.7, 1.0, "forget"), Word(1.1, 1.2, "a"), Word(1.3, 1.8, "jacket")]
+
+    def run(ahead: bool):
+        e = Engine(TorchScorer(tiny_model), StreamConfig(), has_text=True)
+        e.insert_audio(audio[: 4 * 16000])
+        for t, rgb in frames:
+            if t < 3.5:
+                e.insert_frame(t, rgb)
+        assert e.process_iter() == []  # media is there, the transcript is not
+        prepared = e.encode_ahead() if ahead else 0
+        before = e.counters.frames_encoded
+        e.insert_words(words, until=3.2)
+        return e, prepared, before, e.process_iter()
+
+    e1, prepared, before, a = run(True)
+    e2, _, _, b = run(False)
+    assert prepared == 2 and before > 0
+    assert e1.counters.frames_encoded == before  # scoring found every frame already encoded
+    assert e1.encode_ahead() == 0
+    assert e1.counters == e2.counters  # encoded once, and cache hits counted as without encode_ahead
+    assert [r.index for r in a] == [r.index for r in b] == [0, 1]
+    for x, y in zip(a, b):
+        assert x.text == y.text == ("don't forget a jacket" if x.index == 0 else "a jacket")
+        assert np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-6)

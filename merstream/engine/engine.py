@@ -8,6 +8,7 @@
     for result in engine.process_iter(): # every window whose media has fully arrived
         ...
     engine.ready() / engine.drop_until(i)  # live: peek at ready windows, shed stale ones
+    engine.encode_ahead()                # live: encode media of windows still waiting for words
     engine.finish(duration)              # end of stream: the remaining windows
 
 Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
@@ -76,6 +77,8 @@ class Engine:
         self.words: list[Word] = []
         self.text_until = -math.inf
         self.tentative: list[Word] = []  # the recogniser's latest uncommitted words (live)
+        self.encoded_ahead = -1  # index of the last window encode_ahead() went through
+        self.ahead_keys: set = set()  # cache keys encode_ahead() filled that no window has used yet
         # caches
         self.frame_cache: dict[float, np.ndarray] = {}  # frame time -> embedding
         self.segment_cache: dict[tuple[float, float], np.ndarray] = {}  # (start, end) -> embedding
@@ -126,12 +129,14 @@ class Engine:
     def _ready(self, w: Window) -> bool:
         """All media of ``w`` has arrived: every live track has passed its end, and the window lies
         within what some track has delivered (windows past the end of the media wait for finish)."""
+        return self._media_arrived(w) and (not self.has_text or self.text_until >= w.end)
+
+    def _media_arrived(self, w: Window) -> bool:
         arrived = max(self.video_time if self.has_video else -math.inf, self.audio_time if self.has_audio else -math.inf)
         return (
             arrived >= w.end
             and (self.video_done or self.video_time >= w.end)
             and (self.audio_done or self.audio_time >= w.end)
-            and (not self.has_text or self.text_until >= w.end)
         )
 
     def ready(self) -> list[Window]:
@@ -144,6 +149,26 @@ class Engine:
                 return out
             out.append(w)
             i += 1
+
+    def encode_ahead(self, limit: int = 2) -> int:
+        """Live: encode the frames and audio segments of the next (at most ``limit``) windows whose
+        media has arrived while their transcript has not, so that scoring them later costs only the
+        text and the head. Results do not change (the caches are keyed by media time). Returns how
+        many windows were prepared."""
+        if not self.reuse or not self.has_text:
+            return 0
+        n, i = 0, max(self.next_index, self.encoded_ahead + 1)
+        while n < limit:
+            w = window_at(i, self.stream.window, self.stream.hop)
+            if not self._media_arrived(w):
+                break
+            if self.text_until < w.end:
+                self._encode_frames(set(self._frames_for(w, w.end)), ahead=True)
+                self._encode_segments(set(self._segments_for(w, w.end)), ahead=True)
+                n += 1
+            self.encoded_ahead = i
+            i += 1
+        return n
 
     def drop_until(self, index: int) -> int:
         """Skip (and count as dropped) the unscored windows before ``index``: the live driver's
@@ -264,9 +289,14 @@ class Engine:
         self.counters.windows_scored += len(results)
         return results
 
-    def _encode_frames(self, keys: set[float]) -> None:
+    def _encode_frames(self, keys: set[float], ahead: bool = False) -> None:
         missing = sorted(k for k in keys if k not in self.frame_cache)
-        self.counters.frame_cache_hits += len(keys) - len(missing)
+        if ahead:  # hits are counted when a window uses the keys, as if encoded then
+            self.ahead_keys.update(missing)
+        else:
+            first_use = keys & self.ahead_keys
+            self.ahead_keys -= first_use
+            self.counters.frame_cache_hits += len(keys) - len(missing) - len(first_use)
         if not missing:
             return
         idx = {t: i for i, t in enumerate(self.frame_times)}
@@ -281,9 +311,14 @@ class Engine:
         seg = self.audio[a : a + n]
         return np.pad(seg, (0, self.seg_samples - len(seg)))
 
-    def _encode_segments(self, keys: set[tuple[float, float]]) -> None:
+    def _encode_segments(self, keys: set[tuple[float, float]], ahead: bool = False) -> None:
         missing = sorted(s for s in keys if s not in self.segment_cache)
-        self.counters.segment_cache_hits += len(keys) - len(missing)
+        if ahead:
+            self.ahead_keys.update(missing)
+        else:
+            first_use = keys & self.ahead_keys
+            self.ahead_keys -= first_use
+            self.counters.segment_cache_hits += len(keys) - len(missing) - len(first_use)
         if not missing:
             return
         images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
@@ -313,6 +348,8 @@ class Engine:
             del self.frame_cache[k]
         for s in [s for s in self.segment_cache if s[0] < next_start]:
             del self.segment_cache[s]
+        if self.ahead_keys:
+            self.ahead_keys = {k for k in self.ahead_keys if k in self.frame_cache or k in self.segment_cache}
         cut = min(int(next_start * self.sr) - self.audio_offset, len(self.audio))
         if cut > 0:
             self.audio = self.audio[cut:]

@@ -50,7 +50,7 @@ from .windows import Counters, WindowResult, window_at
 @dataclass
 class LiveOptions:
     stream: StreamConfig = field(default_factory=StreamConfig)
-    text_deadline: float = 3.0  # real time: max wait for the transcript after a window's media arrived
+    text_deadline: float = 0.5  # real time: max wait for committed words after a window's media arrived
     stale_after: float | None = None  # real time: drop ready windows older than this (default deadline + 2 hops)
     max_pending: int | None = 8  # engine cap on windows scored in one go
     asr_max_lag: float = 8.0  # real time: the transcriber skips audio this far behind
@@ -235,6 +235,7 @@ class LiveRunner:
                     self._force_text()
                     self._shed_stale()
                 self._emit(self.engine.process_iter())
+                self.engine.encode_ahead()  # so a window waiting for its words scores fast when they come
                 self._stop.wait(self.opts.poll)
             self._final()
         except MerstreamError as e:
