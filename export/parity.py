@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
         onnx = OnnxScorer(args.export_dir, providers=["cpu"])
         model = resolve_model(args.model).model
-        ref = reference_from_media(args.reference, model.image_size, model.cfg.audio) if args.reference else None
+        ref = reference_from_media(args.reference, model.image_size, model.cfg.audio, face_crop=model.cfg.face_crop) if args.reference else None
         torch_s = TorchScorer(model, onnx.labels)
         if onnx.precision == "fp32":
             rep = check_parity(torch_s, onnx, parity_inputs(model, ref), args.tol)

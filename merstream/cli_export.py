@@ -41,7 +41,7 @@ def export_cmd(
         ref = None
         if reference is not None:
             status.update(f"reading reference media {reference}...")
-            ref = reference_from_media(reference, r.model.image_size, r.model.cfg.audio)
+            ref = reference_from_media(reference, r.model.image_size, r.model.cfg.audio, face_crop=r.model.cfg.face_crop)
         result = export_model(
             r.model, out, mode="zero-shot" if r.kind == "zero-shot" else "mer-clip", precision=precision, opset=opset,
             check=check, tol=tol, labels=label_list, reference=ref, source=r.source,

@@ -21,7 +21,7 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=interp)
 
 
-def to_model_input(frames: list[np.ndarray], size: int, faces: "FaceCropper | None" = None) -> np.ndarray:
+def to_model_input(frames: list[np.ndarray], size: int, faces: FaceCropper | None = None) -> np.ndarray:
     """Shrunk RGB uint8 frames -> [N, 3, size, size] float32, centre-cropped, CLIP-normalised; with
     ``faces``, each frame is first replaced by its grey face crop (models with ``face_crop``)."""
     if faces is not None:

@@ -91,3 +91,13 @@ def test_engine_gives_the_image_tower_grey_face_crops(tiny_model):
     assert [r.index for r in faced] == [r.index for r in full]
     with torch.no_grad():
         assert any(abs(a.scores[k] - b.scores[k]) > 1e-4 for a, b in zip(faced, full) for k in a.scores)
+
+
+def test_export_reference_frames_are_face_crops_for_face_crop_models():
+    from export import reference_from_media
+    from merstream.config import AudioConfig
+
+    ref = reference_from_media(TALK6, 64, AudioConfig(n_mels=64, image_size=64), windows=2, face_crop=True)
+    px = ref.frames * CLIP_STD.reshape(1, 3, 1, 1) + CLIP_MEAN.reshape(1, 3, 1, 1)
+    assert ref.frames.shape == (6, 3, 64, 64)
+    assert np.abs(px[:, 0] - px[:, 2]).max() < 1e-5  # grey face crops, as the runtime feeds them
