@@ -46,7 +46,7 @@ from merstream.preprocess import stored_frame_side
 from . import data as D
 from .augment import augment_faces, augment_speech
 from .manifest import split_of
-from .metrics import evaluate_scores
+from .metrics import evaluate_scores, single_label_scores
 from .sources import LABEL_MAP, shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +149,8 @@ def warm_up_tower(tower: torch.nn.Module, dim: int, draw, steps: int, lr: float,
     tower.eval()
     with torch.no_grad():
         x, y = val
-        pred = torch.cat([probe(tower(x[i: i + 256])) for i in range(0, len(x), 256)]).argmax(-1).numpy()
-    bal = float(np.mean([(pred[y == k] == k).mean() for k in range(len(LABELS)) if (y == k).any()]))
+        logits = torch.cat([probe(tower(x[i: i + 256])) for i in range(0, len(x), 256)]).numpy()
+    bal = single_label_scores(logits, y).balanced_accuracy
     log(f"warm-up {name}: validation balanced accuracy of the probe {bal:.3f}")
     tower.train()
     return {"steps": steps, "seconds": round(time.time() - t0, 1), "val_balanced_accuracy": bal}

@@ -63,9 +63,8 @@ class Engine:
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
         self.melimage = LogMelImage(scorer.audio_cfg)
-        face_crop = bool(getattr(scorer.cfg, "face_crop", False))
-        self.faces = FaceCropper() if face_crop else None
-        self.frame_side = stored_frame_side(scorer.image_size, face_crop)
+        self.faces = FaceCropper() if scorer.cfg.face_crop else None
+        self.frame_side = stored_frame_side(scorer.image_size, scorer.cfg.face_crop)
         self.counters = Counters()
         self.next_index = 0
         # media state
@@ -289,14 +288,19 @@ class Engine:
         self.counters.windows_scored += len(results)
         return results
 
+    def _cache_hits(self, keys: set, missing: list, ahead: bool) -> int:
+        """How many of ``keys`` count as cache hits. Keys encode_ahead() encoded count at their first
+        use by a window as if encoded then (not as hits), so the counters match a run without it."""
+        if ahead:
+            self.ahead_keys.update(missing)
+            return 0
+        first_use = keys & self.ahead_keys
+        self.ahead_keys -= first_use
+        return len(keys) - len(missing) - len(first_use)
+
     def _encode_frames(self, keys: set[float], ahead: bool = False) -> None:
         missing = sorted(k for k in keys if k not in self.frame_cache)
-        if ahead:  # hits are counted when a window uses the keys, as if encoded then
-            self.ahead_keys.update(missing)
-        else:
-            first_use = keys & self.ahead_keys
-            self.ahead_keys -= first_use
-            self.counters.frame_cache_hits += len(keys) - len(missing) - len(first_use)
+        self.counters.frame_cache_hits += self._cache_hits(keys, missing, ahead)
         if not missing:
             return
         idx = {t: i for i, t in enumerate(self.frame_times)}
@@ -313,12 +317,7 @@ class Engine:
 
     def _encode_segments(self, keys: set[tuple[float, float]], ahead: bool = False) -> None:
         missing = sorted(s for s in keys if s not in self.segment_cache)
-        if ahead:
-            self.ahead_keys.update(missing)
-        else:
-            first_use = keys & self.ahead_keys
-            self.ahead_keys -= first_use
-            self.counters.segment_cache_hits += len(keys) - len(missing) - len(first_use)
+        self.counters.segment_cache_hits += self._cache_hits(keys, missing, ahead)
         if not missing:
             return
         images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
