@@ -49,10 +49,9 @@ def reference_from_media(
 ) -> ReferenceSet:
     """Real frames and audio from ``path``: ``windows`` equal windows over the whole file (frames
     face-cropped as the runtime does for ``face_crop`` models)."""
-    from merstream.faces import FaceCropper
     from merstream.media import iter_frames, probe, read_audio
     from merstream.model.spectrogram import LogMelImage
-    from merstream.preprocess import shrink, stored_frame_side, to_model_input
+    from merstream.preprocess import FramePrep
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -72,8 +71,8 @@ def reference_from_media(
                     best[i], picked[i] = abs(t - target), rgb
         if any(p is None for p in picked):
             raise MerstreamError(f"reference media {path}: could not decode enough frames")
-        side = stored_frame_side(image_size, face_crop)
-        frames = to_model_input([shrink(p, side) for p in picked], image_size, FaceCropper() if face_crop else None)
+        prep = FramePrep(image_size, face_crop)
+        frames = prep.to_input([prep.keep(p) for p in picked])
     spectrograms = None
     audio = read_audio(path, audio_cfg.sample_rate) if info.has_audio else None
     if audio is not None and len(audio):

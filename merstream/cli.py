@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Real-time multimodal emotion recognition (MER-CLIP): video frames, voice and transcript.",
 )
 console = Console(stderr=True, highlight=False)
+OUTPUT_SUFFIXES = (".jsonl", ".csv", ".png")  # `merstream file -o NAME.jsonl`: the timeline's own path
 
 
 @app.callback()
@@ -51,7 +52,7 @@ def note(msg: str) -> None:
 @app.command("file")
 def file_cmd(
     paths: list[str] = typer.Argument(..., help="Video or audio file(s), directories or glob patterns to score."),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Directory for <name>.jsonl, .csv and .png."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Directory for <name>.jsonl, .csv and .png (one input: may be the .jsonl path itself)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint (dir or .safetensors) or ONNX export dir. Default: the embedded model."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to score (any text)."),
     window: Optional[float] = typer.Option(None, help="Window length in seconds (default: the model's, 2)."),
@@ -82,7 +83,13 @@ def file_cmd(
     from .media import probe
 
     files = expand_inputs(paths)
-    if len(files) > 1 or ray or any(Path(p).is_dir() for p in paths):
+    batch = len(files) > 1 or ray or any(Path(p).is_dir() for p in paths)
+    stem = None
+    if out.suffix.lower() in OUTPUT_SUFFIXES and not out.is_dir():
+        if batch:
+            fail(f"--out must be a directory when scoring several files (got {out})")
+        out, stem = out.parent, out.stem  # `-o talk.jsonl`: talk.jsonl, talk.csv, talk.png
+    if batch:
         from .batch import BatchOptions
 
         opts = BatchOptions(
@@ -105,7 +112,7 @@ def file_cmd(
     ) as progress:
         task = progress.add_task("decoding + transcribing", total=None, info="")
         run = score_file(
-            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note,
+            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem,
             on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
             on_window=lambda t, n: progress.update(
                 task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
@@ -114,7 +121,8 @@ def file_cmd(
     console.print(f"timeline: {run.jsonl}  {run.csv}  ({run.windows} windows)", soft_wrap=True)
     if run.png:
         console.print(f"plot: {run.png}", soft_wrap=True)
-    table = Table(title=f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall")
+    Console().print(f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall", soft_wrap=True)
+    table = Table()
     table.add_column("label")
     table.add_column("top in windows", justify="right")
     table.add_column("mean score", justify="right")

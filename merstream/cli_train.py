@@ -34,6 +34,8 @@ def train_cmd(
         result = train(cfg, manifest, out, resume=resume, log=lambda m: console.print(m, soft_wrap=True))
     except MerstreamError as e:
         fail(str(e))
+    if result.rank != 0:  # torchrun: rank 0 reports
+        return
     if result.best_value is None:
         note(f"no val split in {manifest}: kept the last epoch")
         console.print(f"checkpoint: {result.out / 'best'} (epoch {result.best_epoch})")

@@ -40,3 +40,20 @@ def to_model_input(frames: list[np.ndarray], size: int, faces: FaceCropper | Non
 def stored_frame_side(image_size: int, face_crop: bool) -> int:
     """Shorter side at which frames are kept until encoded: big enough to find faces in."""
     return max(image_size, DETECT_SIDE) if face_crop else image_size
+
+
+class FramePrep:
+    """One model's frame pipeline, the same in training, export and at run time: frames are kept
+    shrunk to :attr:`side` (large enough to find faces in for ``face_crop`` models) and turned into
+    tower input by :meth:`to_input` (face crops first when ``face_crop``)."""
+
+    def __init__(self, image_size: int, face_crop: bool):
+        self.image_size = image_size
+        self.side = stored_frame_side(image_size, face_crop)
+        self.faces = FaceCropper() if face_crop else None
+
+    def keep(self, rgb: np.ndarray) -> np.ndarray:
+        return shrink(rgb, self.side)
+
+    def to_input(self, frames: list[np.ndarray]) -> np.ndarray:
+        return to_model_input(list(frames), self.image_size, self.faces)

@@ -169,15 +169,17 @@ def score_file(
     on_note: Callable[[str], None] = print,
     on_start: Callable[[float], None] | None = None,
     on_window: Callable[[float, int], None] | None = None,
+    stem: str | None = None,
 ) -> FileRun:
     """The whole `merstream file` pipeline for one input: decode, transcribe, score every window,
     write the timeline as windows are produced (JSONL/CSV flushed per window), then the plot.
-    On an error or a signal the timeline is closed as <name>.partial.* and the error re-raised."""
+    On an error or a signal the timeline is closed as <name>.partial.* and the error re-raised.
+    ``stem`` names the outputs (default: the input's name without its extension)."""
     t0 = time.perf_counter()
     path = Path(path)
     job = prepare(str(path), scorer, transcriber, on_note=on_note)
     asr_seconds = time.perf_counter() - t0
-    writer = TimelineWriter(Path(out_dir), path.stem, scorer.labels, meta={
+    writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
         "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
         "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
     })

@@ -86,7 +86,7 @@ def test_engine_gives_the_image_tower_grey_face_crops(tiny_model):
     e_face, faced, x_face = run(TorchScorer(model))
     e_full, full, x_full = run(TorchScorer(tiny_model))
     assert min(e_face.frames[0].shape[:2]) == max(DETECT_SIDE, model.image_size)  # large enough to find faces in
-    assert e_face.faces.found == e_face.counters.frames_encoded > 0 and e_face.faces.missed == 0
+    assert e_face.prep.faces.found == e_face.counters.frames_encoded > 0 and e_face.prep.faces.missed == 0
     assert x_face.shape == x_full.shape
     pixels = _pixels(x_face)
     assert np.abs(pixels[:, 0] - pixels[:, 1]).max() < 1e-5 and np.abs(pixels[:, 1] - pixels[:, 2]).max() < 1e-5

@@ -86,6 +86,18 @@ def test_default_model_runs_offline_and_says_which(tmp_path):
     assert end["complete"] and len(windows) == 1 and windows[0]["end"] == pytest.approx(1.9, abs=0.05)
 
 
+def test_out_may_name_the_timeline_of_one_input(tiny_ckpt, tmp_path):
+    target = tmp_path / "runs" / "named.jsonl"
+    p = run("file", str(TALK), "--model", str(tiny_ckpt), "--no-asr", "-o", str(target))
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in target.parent.iterdir()) == ["named.csv", "named.jsonl", "named.png"]
+    _, windows, end = timeline(target)
+    assert end["complete"] and len(windows) == 1
+    p = run("file", str(TALK), str(TALK6), "--model", str(tiny_ckpt), "-o", str(tmp_path / "both.jsonl"))
+    assert_one_line_error(p, "--out must be a directory when scoring several files")
+    assert not (tmp_path / "both.jsonl").exists()
+
+
 def test_audio_only_speech_is_transcribed(speech_wav, tiny_ckpt, tmp_path):
     p = run("file", str(speech_wav), "--model", str(tiny_ckpt), "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr

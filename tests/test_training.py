@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,26 @@ def test_train_and_eval_cli_end_to_end(tmp_path):
     assert sum(map(sum, rep["single"]["confusion"])) == 3
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
     del before
+
+
+def test_ddp_two_processes_on_cpu_with_bf16_autocast(tmp_path):
+    """torchrun with 2 CPU processes (gloo): the same code path as multi-GPU DDP and AMP on CUDA."""
+    manifest = write_manifest(real_samples(), tmp_path / "small.jsonl")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**tiny_train_config(), "amp_on_cpu": True}))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "training.train", "--config", str(cfg), "--manifest", str(manifest), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = p.stdout + p.stderr
+    assert "DDP: 2 processes (gloo), this is rank 0" in log and "this is rank 1" in log
+    assert log.count("mixed precision: bf16 autocast on cpu") == 2
+    assert "DDP: the 2 replicas finished with identical weights" in log
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"]) and "val" in hist[0]
+    assert (out / "best" / "model.safetensors").exists()
+    assert log.count("best epoch 1") == 1  # only rank 0 reports
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -13,9 +13,15 @@ decoder learns to fuse:
   A  RAVDESS speech actors 1-16 (17-18 val, 19-20 test), EmoDB speakers 3-13 (14 val, 15-16 test)
   L  MELD and EmoryNLP transcripts (train / dev = val / test)
   fused  a face, a speech clip and a transcript of the same label; the acted sentences of the
-     speech sets appear as transcripts labelled with the voice's emotion (their words are neutral)
+     speech sets appear as transcripts labelled with the voice's emotion (their words are neutral),
+     and (``--neutral-words``) a MELD/EmoryNLP utterance labelled neutral stands in for the words of
+     an emotional face and voice: people say neutral things with feeling, so the decoder must not
+     let neutral words (or a text tower's confident mistake on them) outvote face and voice
 
-Model selection uses the validation splits only; the report holds test numbers of the chosen
+Model selection uses the validation splits only (mean balanced accuracy of V, A, L and of fused
+validation triples: a speech clip of RAVDESS actors 17-18 / EmoDB speaker 14 with a FER2013 held-out
+face of the same label and a MELD/EmoryNLP dev utterance of the same label or, for every second
+one, a neutral one); the report holds test numbers of the chosen
 weights (including the CREMA-D clips of actor 1001, never trained on). Deterministic for a given
 seed and thread count. Decoded media is cached under $MERSTREAM_CACHE (/tmp/merstream-cache).
 """
@@ -37,11 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from merstream.config import EMOTIONS_6, AudioConfig, ModelConfig
-from merstream.faces import FaceCropper
 from merstream.model.checkpoint import save_checkpoint
 from merstream.model.mer_clip import MerClip
 from merstream.model.spectrogram import LogMelImage
-from merstream.preprocess import stored_frame_side
+from merstream.preprocess import FramePrep
 
 from . import data as D
 from .augment import augment_faces, augment_speech
@@ -180,18 +185,49 @@ def probs_text(model, tokens, bs=512):
 
 
 @torch.no_grad()
-def probs_clips(model, frames, waves, tokens, mel, use: str, faces=None):
+def probs_clips(model, frames, waves, tokens, mel, use: str, prep: FramePrep):
     """CREMA-D style clips: any subset of V (frames), A (speech), L (transcript)."""
     out = []
     for i in range(len(waves)):
         kw = {}
         if "V" in use:
-            kw["frames"] = D.frames_to_input(frames[i], model.image_size, faces)[None]
+            kw["frames"] = D.frames_to_input(frames[i], prep)[None]
         if "A" in use:
             kw["spectrograms"] = D.clip_spectrograms(waves[i], mel)[None]
         if "L" in use:
             kw["tokens"] = tokens[i: i + 1]
         out.append(model.probabilities(model(**kw)))
+    return torch.cat(out).numpy()
+
+
+def fused_words(u: float, neutral_share: float, acted: torch.Tensor, text_of, label: int) -> torch.Tensor:
+    """Transcript of a fused training sample of ``label`` for a uniform draw ``u``: a neutral-labelled
+    utterance (share ``neutral_share``), else half the rest the voice's acted sentence, half an
+    utterance of the same label."""
+    if u < neutral_share:
+        return text_of(LABELS.index("neutral"))
+    return acted if u < neutral_share + (1 - neutral_share) / 2 else text_of(label)
+
+
+def fused_validation(speech, spectrograms, faces, face_labels, tokens, text_labels, size: int, seed: int) -> dict:
+    """Fused validation triples from validation splits only: each validation speech clip (first
+    segment) with a held-out face of the same label and a dev utterance of the same label or, for
+    every second clip, a neutral one."""
+    rng = random.Random(seed + 1)
+    by_face, by_text = group(face_labels), group(text_labels)
+    labels = [LABELS.index(s.labels[0]) for s in speech]
+    neutral = LABELS.index("neutral")
+    fi = [rng.choice(by_face[k]) for k in labels]
+    ti = [rng.choice(by_text[neutral if i % 2 else k]) for i, k in enumerate(labels)]
+    return {"frames": D.faces_to_input(faces[fi], size)[:, None], "spectrograms": spectrograms[:, None],
+            "tokens": tokens[ti], "labels": np.array(labels)}
+
+
+@torch.no_grad()
+def probs_fused(model, val: dict, bs: int = 64) -> np.ndarray:
+    n = len(val["labels"])
+    out = [model.probabilities(model(**{k: val[k][i: i + bs] for k in ("frames", "spectrograms", "tokens")}))
+           for i in range(0, n, bs)]
     return torch.cat(out).numpy()
 
 
@@ -206,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--tower-lr-mult", type=float, default=1.0, help="image/audio towers learn at lr x this")
     ap.add_argument("--warm-up-v", type=int, default=5000, help="supervised warm-up steps of the image tower")
     ap.add_argument("--warm-up-a", type=int, default=2500, help="supervised warm-up steps of the audio tower")
     ap.add_argument("--warm-up-lr", type=float, default=2e-3)
+    ap.add_argument("--neutral-words", type=float, default=1 / 3,
+                    help="share of fused samples whose transcript is a neutral-labelled utterance")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
@@ -239,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     acted = sorted({s.text for s in speech["train"]})
     acted_tok = model.tokenize(acted)
     acted_of = {i: acted.index(s.text) for i, s in enumerate(speech["train"])}
-    crema_frames = D.load_video_frames(crema, cfg.num_frames, stored_frame_side(size, cfg.face_crop))
-    cropper = FaceCropper() if cfg.face_crop else None
+    prep = FramePrep(size, cfg.face_crop)
+    crema_frames = D.load_video_frames(crema, cfg.num_frames, prep.side)
     crema_waves = D.load_waveforms(crema)
     crema_tok = model.tokenize([s.text for s in crema])
     log("train: %d faces, %d speech clips, %d texts; val: %d / %d / %d; test: %d / %d / %d; crema-d %d" % (
@@ -260,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         return augment_speech([waves["train"][i] for i in ia], mel, nrng), la
 
     val_speech = torch.cat([D.clip_spectrograms(w, mel)[:1] for w in waves["val"]])
+    fused_val = fused_validation(speech["val"], val_speech, faces["val"], lab(fer["val"]), toks["val"],
+                                 lab(text["val"]), size, args.seed)
     warm_up = {
         "V": warm_up_tower(model.vision, model.embed_dim, draw_faces, args.warm_up_v, args.warm_up_lr, "V",
                            (D.faces_to_input(faces["val"], size), np.array(lab(fer["val"])))),
@@ -267,11 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                            (val_speech, np.array(lab(speech["val"])))),
     }
     trainable = [p for p in model.parameters() if p.requires_grad]
-    cnn = [p for tower in (model.vision, model.audio) for p in tower.parameters() if p.requires_grad]
-    ids = {id(p) for p in cnn}
-    opt = torch.optim.AdamW([{"params": cnn, "lr": args.lr * args.tower_lr_mult},
-                             {"params": [p for p in trainable if id(p) not in ids]}],
-                            lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     warm = max(1, args.steps // 16)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
@@ -286,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                                  LABELS, "emotion").single.balanced_accuracy,
             "L": evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
+            "fused": single_label_scores(probs_fused(model, fused_val), fused_val["labels"]).balanced_accuracy,
         }
         r["mean"] = float(np.mean(list(r.values())))
         model.train()
@@ -315,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         fv = augment_faces(faces["train"][[pv.draw(1, k)[0][0] for k in lf]], size, gen, zoom_out_p=0.1)
         ia2 = [pa.draw(1, k)[0][0] for k in lf]
         fa = augment_speech([waves["train"][i] for i in ia2], mel, nrng)
-        ft = torch.stack([acted_tok[acted_of[ia2[i]]] if rng.random() < 0.5 else toks["train"][pl.draw(1, k)[0][0]]
+        ft = torch.stack([fused_words(rng.random(), args.neutral_words, acted_tok[acted_of[ia2[i]]],
+                                      lambda label: toks["train"][pl.draw(1, label)[0][0]], k)
                           for i, k in enumerate(lf)])
         present = {"V": pres[:, 0].float(), "A": pres[:, 1].float(), "L": pres[:, 2].float()}
         losses["fused"] = fused_and_direct_loss(model, le, lf, None, frames=fv[:, None], spectrograms=fa[:, None],
@@ -358,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                                        targets(lab([text["test"][i] for i in idx])), LABELS, "emotion"))
     for use in ("V", "A", "VA", "VAL"):
         reports.append(evaluate_scores(f"{'+'.join(use)} crema-d-1001", probs_clips(
-            model, crema_frames, crema_waves, crema_tok, mel, use, cropper), targets(lab(crema)), LABELS, "emotion"))
+            model, crema_frames, crema_waves, crema_tok, mel, use, prep), targets(lab(crema)), LABELS, "emotion"))
     for r in reports:
         log(f"test {r.name}: n={r.n} top1={r.single.top1:.3f} bal_acc={r.single.balanced_accuracy:.3f} "
             f"wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} majority={r.single.majority:.3f} "
@@ -379,11 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                    "emodb": "speakers 3-13 train, 14 val, 15-16 test",
                    "meld/emorynlp": "train / dev (val) / test"},
         "steps": args.steps, "selected_step": best_step, "seed": args.seed, "threads": args.threads,
-        "lr": args.lr, "tower_lr_mult": args.tower_lr_mult, "warm_up": warm_up, "batch": {"V": bv, "A": ba, "L": bl, "fused": bf},
+        "lr": args.lr, "neutral_words": args.neutral_words, "warm_up": warm_up, "batch": {"V": bv, "A": ba, "L": bl, "fused": bf},
         "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
         "validation_history": history,
-        "crema_d_face_crops": None if cropper is None else {"found": cropper.found, "missed": cropper.missed},
+        "crema_d_face_crops": None if prep.faces is None else {"found": prep.faces.found, "missed": prep.faces.missed},
         "test": [r.row() for r in reports],
         "test_full": [r.to_dict() for r in reports],
     }

@@ -17,7 +17,7 @@ import torch
 
 from merstream.errors import MerstreamError
 from merstream.model.spectrogram import LogMelImage
-from merstream.preprocess import CLIP_MEAN, CLIP_STD, to_model_input
+from merstream.preprocess import CLIP_MEAN, CLIP_STD, FramePrep
 
 from .manifest import Sample
 
@@ -119,10 +119,10 @@ def faces_to_input(faces: np.ndarray, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def frames_to_input(frames: np.ndarray, size: int, faces=None) -> torch.Tensor:
-    """[T, H, W, 3] uint8 RGB video frames -> [T, 3, size, size] exactly as the runtime does
-    (``faces``: a :class:`merstream.faces.FaceCropper` for models with ``face_crop``)."""
-    return torch.from_numpy(to_model_input(list(frames), size, faces))
+def frames_to_input(frames: np.ndarray, prep: FramePrep) -> torch.Tensor:
+    """[T, H, W, 3] uint8 RGB video frames (kept at ``prep.side``) -> [T, 3, size, size] exactly as
+    the runtime does (face crops first for models with ``face_crop``)."""
+    return torch.from_numpy(prep.to_input(frames))
 
 
 def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None) -> np.ndarray:

@@ -13,10 +13,9 @@ from torch.utils.data import Dataset
 
 from merstream.config import ModelConfig
 from merstream.errors import MerstreamError
-from merstream.faces import FaceCropper
 from merstream.model.prompts import text_tokens
 from merstream.model.spectrogram import LogMelImage
-from merstream.preprocess import stored_frame_side
+from merstream.preprocess import FramePrep
 
 from . import data as D
 from .manifest import Sample
@@ -52,7 +51,7 @@ class ManifestDataset(Dataset):
         self.mods = set(cfg.modalities)
         self.targets = [target_vector(s, self.labels) for s in samples]
         self._cache: dict[int, dict] = {}
-        self.faces = FaceCropper() if cfg.face_crop else None
+        self.prep = FramePrep(image_size, cfg.face_crop)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -64,9 +63,8 @@ class ManifestDataset(Dataset):
         if "V" in use and s.image:
             item["frames"] = D.faces_to_input(D.read_face(s.image)[None], self.size)
         elif "V" in use and s.video:
-            side = stored_frame_side(self.size, self.cfg.face_crop)
-            frames = np.stack(D.read_frames(s, self.cfg.num_frames, side))
-            item["frames"] = D.frames_to_input(frames, self.size, self.faces)
+            frames = np.stack(D.read_frames(s, self.cfg.num_frames, self.prep.side))
+            item["frames"] = D.frames_to_input(frames, self.prep)
         if "A" in use and (s.audio or s.video):
             wave = D.read_waveform(s, self.cfg.audio.sample_rate)
             item["spectrograms"] = D.clip_spectrograms(wave, self.mel)[: self.max_segments]

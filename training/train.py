@@ -9,7 +9,10 @@
   last epoch is kept and the report says so.
 * ``out/best`` is a normal merstream checkpoint (``merstream file --model out/best``);
   ``out/last.pt`` resumes training (``--resume``); ``out/history.json`` logs every epoch.
-* CUDA: bf16 autocast and DDP under ``torchrun`` (``WORLD_SIZE`` > 1). CPU: fp32, one process.
+* DDP under ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU; every rank builds the same
+  initial model, and at the end the ranks check that their weights are identical.
+* Mixed precision: bf16 autocast on CUDA (``amp``); on CPU only with ``amp_on_cpu`` (slower on most
+  CPUs; it exists to exercise the same code path without a GPU).
 * Deterministic: seeds Python, NumPy and torch; data order comes from a seeded generator.
 """
 
@@ -54,7 +57,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     vega: VegaConfig = field(default_factory=VegaConfig)
     seed: int = 0
-    amp: bool = True  # only on CUDA
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_on_cpu: bool = False  # bf16 autocast on CPU too (tests the AMP path without a GPU)
     select_metric: str = "auto"  # micro_f1 (emotion), acc2 (sentiment), weighted_f1, top1, balanced_accuracy
     max_segments: int = 8  # audio segments per clip
     init: str | None = None  # checkpoint to start from (e.g. the default model)
@@ -83,7 +87,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "optim": asdict(self.optim), "vega": asdict(self.vega),
-                **{k: getattr(self, k) for k in ("seed", "amp", "select_metric", "max_segments", "init", "threads")}}
+                **{k: getattr(self, k) for k in ("seed", "amp", "amp_on_cpu", "select_metric", "max_segments", "init", "threads")}}
 
 
 def seed_everything(seed: int) -> None:
@@ -93,19 +97,33 @@ def seed_everything(seed: int) -> None:
 
 
 def distributed() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size); DDP only with CUDA under torchrun."""
+    """(rank, local_rank, world_size) under torchrun (NCCL on CUDA, gloo on CPU); (0, 0, 1) alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        if not torch.cuda.is_available():
-            raise MerstreamError("WORLD_SIZE > 1 needs CUDA (DDP training runs only on GPUs)")
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl")
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
         return dist.get_rank(), local, world
     return 0, 0, 1
+
+
+def weights_checksum(module: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum().item() for p in module.parameters()))
+
+
+def replicas_in_sync(module: torch.nn.Module, world: int) -> list[float]:
+    """Every rank's weight checksum (DDP keeps replicas identical; a mismatch is a bug)."""
+    import torch.distributed as dist
+
+    sums = [None] * world
+    dist.all_gather_object(sums, weights_checksum(module))
+    if any(abs(x - sums[0]) > 1e-6 * max(1.0, abs(sums[0])) for x in sums):
+        raise MerstreamError(f"DDP replicas diverged: weight checksums {sums}")
+    return sums
 
 
 def select_value(report, metric: str, task: str) -> float:
@@ -154,6 +172,7 @@ class TrainResult:
     best_value: float | None
     selected_on: str
     history: list[dict]
+    rank: int = 0  # under torchrun only rank 0 validates, saves and reports
 
 
 def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool = False,
@@ -167,7 +186,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed + rank)
+    seed_everything(cfg.seed)  # the same initial model (and VEGA anchors) on every rank
     samples = read_manifest(manifest)
     train_s, val_s = split_of(samples, "train"), split_of(samples, "val")
     if not train_s:
@@ -193,9 +212,13 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
     train_step = StepLoss(model, heads, anchors, cfg.vega, gen)
     if world > 1:  # DDP wraps the whole loss so the VEGA heads' gradients are synchronised too
-        train_step = torch.nn.parallel.DistributedDataParallel(train_step, device_ids=[local],
-                                                               find_unused_parameters=True)
-    use_amp = cfg.amp and device.type == "cuda"
+        train_step = torch.nn.parallel.DistributedDataParallel(
+            train_step, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
+        log(f"DDP: {world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), this is rank {rank}")
+    seed_everything(cfg.seed + rank)  # augmentation and anchor sampling differ per rank
+    use_amp = cfg.amp and (device.type == "cuda" or cfg.amp_on_cpu)
+    if use_amp:
+        log(f"mixed precision: bf16 autocast on {device.type}")
 
     start_epoch, best, best_epoch, history = 0, None, -1, []
     last = out / "last.pt"
@@ -231,7 +254,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                     break
                 kw = model_inputs(batch, device)
                 tgt = batch["targets"].to(device)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, parts = train_step(kw, tgt)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -263,8 +286,13 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                             "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
                             "torch_rng": torch.get_rng_state()}, last)
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    if world > 1:
+        sums = replicas_in_sync(train_step.module, world)
+        if rank == 0:
+            log(f"DDP: the {world} replicas finished with identical weights (checksum {sums[0]:.6f})")
+        torch.distributed.destroy_process_group()
     selected = "val" if val_ds is not None else "last epoch (no val split)"
-    return TrainResult(out, best_epoch, best, selected, history)
+    return TrainResult(out, best_epoch, best, selected, history, rank)
 
 
 class StepLoss(torch.nn.Module):
@@ -323,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     except MerstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if r.rank != 0:
+        return 0
     print(f"best epoch {r.best_epoch} ({r.selected_on}); checkpoint {r.out / 'best'}")
     return 0
 

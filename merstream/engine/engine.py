@@ -28,9 +28,8 @@ import numpy as np
 
 from ..asr import Word
 from ..config import StreamConfig
-from ..faces import FaceCropper
 from ..model.spectrogram import LogMelImage
-from ..preprocess import shrink, stored_frame_side, to_model_input
+from ..preprocess import FramePrep
 from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
 
@@ -63,8 +62,7 @@ class Engine:
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
         self.melimage = LogMelImage(scorer.audio_cfg)
-        self.faces = FaceCropper() if scorer.cfg.face_crop else None
-        self.frame_side = stored_frame_side(scorer.image_size, scorer.cfg.face_crop)
+        self.prep = FramePrep(scorer.image_size, scorer.cfg.face_crop)
         self.counters = Counters()
         self.next_index = 0
         # media state
@@ -88,7 +86,7 @@ class Engine:
         if t <= self.video_time:
             return
         self.frame_times.append(t)
-        self.frames.append(shrink(rgb, self.frame_side))
+        self.frames.append(self.prep.keep(rgb))
         self.video_time = t
 
     def insert_audio(self, samples: np.ndarray) -> None:
@@ -304,7 +302,7 @@ class Engine:
         if not missing:
             return
         idx = {t: i for i, t in enumerate(self.frame_times)}
-        batch = to_model_input([self.frames[idx[k]] for k in missing], self.scorer.image_size, self.faces)
+        batch = self.prep.to_input([self.frames[idx[k]] for k in missing])
         for k, e in zip(missing, self.scorer.encode_frames(batch)):
             self.frame_cache[k] = e
         self.counters.frames_encoded += len(missing)
