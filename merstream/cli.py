@@ -63,7 +63,7 @@ def file_cmd(
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Zero-shot mode: open_clip pretrained tag or local weights file."),
     backend: str = typer.Option("auto", help="auto: onnxruntime (a checkpoint is exported once to a cache) | torch | onnx (export dir only)."),
     plot: bool = typer.Option(True, help="Write the PNG plot."),
-    naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: re-encode every window's frames (no embedding cache)."),
+    naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: ASR first, then every window on its own, re-encoding its frames (no cache)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Batch: worker processes (one model each)."),
     ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),

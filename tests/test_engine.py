@@ -225,3 +225,50 @@ def test_encode_ahead_prepares_windows_waiting_for_words_without_changing_them(t
     for x, y in zip(a, b):
         assert x.text == y.text == ("don't forget a jacket" if x.index == 0 else "a jacket")
         assert np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-6)
+
+
+class LateTranscriber:
+    """The real tiny.en transcriber whose words are handed over only once the frames up to
+    ``release_at`` seconds have been fed: forces the file runner to encode ahead while it waits."""
+
+    def __init__(self, release_at: float):
+        import threading
+
+        from merstream.asr import Transcriber
+
+        self.inner, self.release_at, self.released = Transcriber(), release_at, threading.Event()
+
+    def progress(self, t: float) -> None:
+        if t >= self.release_at:
+            self.released.set()
+
+    def words(self, audio):
+        words = list(self.inner.words(audio))
+        assert self.released.wait(120)
+        return iter(words)
+
+
+def test_file_transcribed_in_the_background_gives_the_sequential_result(tiny_model):
+    """`merstream file` overlaps faster-whisper with frame decoding and encoding (encode_ahead),
+    and scores 8 windows per batch; the timeline and counters equal the sequential run's."""
+    from merstream.run_file import make_engine, prepare, score_job
+
+    scorer = TorchScorer(tiny_model)
+    late = LateTranscriber(release_at=11.5)
+    runs = {}
+    for overlap in (False, True):
+        if overlap:
+            late.released.clear()  # held back until the frames reach 11.5 s
+        else:
+            late.released.set()  # sequential: transcribed before any frame is decoded
+        job = prepare(str(TALK6), scorer, late, on_note=lambda m: None, overlap=overlap)
+        assert (job.pending is not None) == overlap
+        engine = make_engine(job, scorer, StreamConfig())
+        runs[overlap] = (list(score_job(str(TALK6), job, engine, on_progress=late.progress)), engine)
+    (seq, e_seq), (ovl, e_ovl) = runs[False], runs[True]
+    assert e_ovl.encoded_ahead >= 7  # windows 0-7 (complete at 9 s) were encoded while the words were pending
+    assert len(ovl) == len(seq) == 12 and "jacket" in ovl[0].text
+    for a, b in zip(seq, ovl):
+        assert (a.start, a.end, a.text, a.frames, a.segments, a.modalities) == (b.start, b.end, b.text, b.frames, b.segments, b.modalities)
+        assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-5
+    assert e_ovl.counters == e_seq.counters

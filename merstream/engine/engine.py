@@ -148,23 +148,27 @@ class Engine:
             i += 1
 
     def encode_ahead(self, limit: int = 2) -> int:
-        """Live: encode the frames and audio segments of the next (at most ``limit``) windows whose
+        """Live, and files while their transcript is still being made: encode the frames and audio segments of the next (at most ``limit``) windows whose
         media has arrived while their transcript has not, so that scoring them later costs only the
         text and the head. Results do not change (the caches are keyed by media time). Returns how
         many windows were prepared."""
         if not self.reuse or not self.has_text:
             return 0
         n, i = 0, max(self.next_index, self.encoded_ahead + 1)
+        frames: set[float] = set()
+        segments: set[tuple[float, float]] = set()
         while n < limit:
             w = window_at(i, self.stream.window, self.stream.hop)
             if not self._media_arrived(w):
                 break
             if self.text_until < w.end:
-                self._encode_frames(set(self._frames_for(w, w.end)), ahead=True)
-                self._encode_segments(set(self._segments_for(w, w.end)), ahead=True)
+                frames.update(self._frames_for(w, w.end))
+                segments.update(self._segments_for(w, w.end))
                 n += 1
             self.encoded_ahead = i
             i += 1
+        self._encode_frames(frames, ahead=True)  # one batch for all the windows
+        self._encode_segments(segments, ahead=True)
         return n
 
     def drop_until(self, index: int) -> int:
@@ -250,9 +254,10 @@ class Engine:
             end = min(w.end, duration) if duration is not None else w.end
             text = words_in(words, w.start, end, self.stream.text_left_context) if self.use["L"] else ""
             plans.append((w, end, self._frames_for(w, end), self._segments_for(w, end), text))
-        self._encode_frames({k for p in plans for k in p[2]})
-        self._encode_segments({s for p in plans for s in p[3]})
-        self._encode_texts({p[4] for p in plans if p[4]})
+        # encoded once per batch; every use by a window past the first counts as a cache hit
+        self._encode_frames({k for p in plans for k in p[2]}, uses=sum(len(p[2]) for p in plans))
+        self._encode_segments({s for p in plans for s in p[3]}, uses=sum(len(p[3]) for p in plans))
+        self._encode_texts({p[4] for p in plans if p[4]}, uses=sum(1 for p in plans if p[4]))
 
         d = self.scorer.embed_dim
         b = len(plans)
@@ -286,19 +291,20 @@ class Engine:
         self.counters.windows_scored += len(results)
         return results
 
-    def _cache_hits(self, keys: set, missing: list, ahead: bool) -> int:
-        """How many of ``keys`` count as cache hits. Keys encode_ahead() encoded count at their first
-        use by a window as if encoded then (not as hits), so the counters match a run without it."""
+    def _cache_hits(self, keys: set, missing: list, ahead: bool, uses: int | None) -> int:
+        """How many of the ``uses`` of ``keys`` by windows (default one each) count as cache hits.
+        Keys encode_ahead() encoded count at their first use by a window as if encoded then (not as
+        hits), so the counters match a run without it."""
         if ahead:
             self.ahead_keys.update(missing)
             return 0
         first_use = keys & self.ahead_keys
         self.ahead_keys -= first_use
-        return len(keys) - len(missing) - len(first_use)
+        return (len(keys) if uses is None else uses) - len(missing) - len(first_use)
 
-    def _encode_frames(self, keys: set[float], ahead: bool = False) -> None:
+    def _encode_frames(self, keys: set[float], ahead: bool = False, uses: int | None = None) -> None:
         missing = sorted(k for k in keys if k not in self.frame_cache)
-        self.counters.frame_cache_hits += self._cache_hits(keys, missing, ahead)
+        self.counters.frame_cache_hits += self._cache_hits(keys, missing, ahead, uses)
         if not missing:
             return
         idx = {t: i for i, t in enumerate(self.frame_times)}
@@ -313,9 +319,9 @@ class Engine:
         seg = self.audio[a : a + n]
         return np.pad(seg, (0, self.seg_samples - len(seg)))
 
-    def _encode_segments(self, keys: set[tuple[float, float]], ahead: bool = False) -> None:
+    def _encode_segments(self, keys: set[tuple[float, float]], ahead: bool = False, uses: int | None = None) -> None:
         missing = sorted(s for s in keys if s not in self.segment_cache)
-        self.counters.segment_cache_hits += self._cache_hits(keys, missing, ahead)
+        self.counters.segment_cache_hits += self._cache_hits(keys, missing, ahead, uses)
         if not missing:
             return
         images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
@@ -323,9 +329,9 @@ class Engine:
             self.segment_cache[s] = e
         self.counters.segments_encoded += len(missing)
 
-    def _encode_texts(self, texts: set[str]) -> None:
+    def _encode_texts(self, texts: set[str], uses: int | None = None) -> None:
         missing = sorted(t for t in texts if t not in self.text_cache)
-        self.counters.text_cache_hits += len(texts) - len(missing)
+        self.counters.text_cache_hits += (len(texts) if uses is None else uses) - len(missing)
         for t in texts - set(missing):
             self.text_cache.move_to_end(t)
         if missing:
