@@ -32,16 +32,29 @@ class BackgroundWords:
         self.words: list[Word] | None = None
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(transcriber, audio), name="merstream-asr", daemon=True)
         self._thread.start()
 
     def _run(self, transcriber: Transcriber, audio: np.ndarray) -> None:
         t0 = time.perf_counter()
+        words = []
         try:
-            self.words = list(transcriber.words(audio))
+            for w in transcriber.words(audio):  # lazy: one whisper segment (<= 30 s of audio) at a time
+                if self._stop.is_set():
+                    break
+                words.append(w)
+            self.words = words
         except BaseException as e:  # re-raised in the scoring thread by result()
             self.error = e
         self.seconds = time.perf_counter() - t0
+
+    def stop(self) -> None:
+        """Abandon the transcript (an error or a signal in the scoring thread) and wait for the
+        thread to leave faster-whisper, at most one segment's work: a process must not exit while
+        the thread is inside CTranslate2 (it aborts with "terminate called without an active exception")."""
+        self._stop.set()
+        self._thread.join()
 
     def done(self) -> bool:
         return not self._thread.is_alive()
@@ -244,10 +257,15 @@ def score_file(
     t0 = time.perf_counter()
     path = Path(path)
     job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse)  # the naive baseline: sequential
-    writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
-        "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
-        "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
-    })
+    try:
+        writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
+            "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
+            "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
+        })
+    except BaseException:
+        if job.pending is not None:
+            job.pending.stop()
+        raise
     engine = make_engine(job, scorer, stream, reuse=reuse)
     if on_start:
         on_start(job.info.duration)
@@ -259,6 +277,8 @@ def score_file(
         error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({e or type(e).__name__})"
         raise
     finally:
+        if job.pending is not None:
+            job.pending.stop()
         writer.close(error=error)
         if writer.results and error is not None:
             on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")

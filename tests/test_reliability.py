@@ -114,6 +114,28 @@ def test_signal_during_file_keeps_every_window(tiny_ckpt, media_dir, tmp_path, s
     assert len(csv_rows) == len(windows) + 1
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_the_transcript_is_still_being_made(tiny_ckpt, media_dir, tmp_path, sig):
+    """faster-whisper runs in a background thread; a signal then must still exit cleanly (the
+    thread is stopped before the process exits, not killed inside CTranslate2)."""
+    long = media_dir / "long.mp4"
+    if not long.exists():
+        ffmpeg("-stream_loop", "6", "-i", str(TALK6), "-c", "copy", str(long))  # ~89 s: ~5 s of ASR
+    proc = subprocess.Popen([sys.executable, "-m", "merstream", "file", str(long), "--model", str(tiny_ckpt),
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    live = tmp_path / "long.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not live.exists():  # created once the transcription has started
+        time.sleep(0.05)
+    assert live.exists() and live.read_text().count("\n") == 1  # the meta line: no window scored yet
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert b"Traceback" not in err and b"terminate called" not in err
+    rows = lines(tmp_path / "long.partial.jsonl")
+    assert rows[-1]["end"]["complete"] is False and rows[-1]["end"]["windows"] == len(rows) - 2
+
+
 def test_audio_starting_late_is_aligned_to_the_video_clock(media_dir):
     from merstream.media import read_audio
 
