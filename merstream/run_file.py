@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,23 @@ from .scorer import Scorer
 from .sinks import TimelineWriter
 
 __all__ = ["FileJob", "FileRun", "prepare", "make_engine", "score_job", "score_file", "Word"]
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT/SIGTERM that arrive inside the block are handled when it ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if caught and callable(old[caught[0]]):
+            old[caught[0]](caught[0], None)
 
 
 class BackgroundWords:
@@ -51,8 +70,10 @@ class BackgroundWords:
 
     def stop(self) -> None:
         """Abandon the transcript (an error or a signal in the scoring thread) and wait for the
-        thread to leave faster-whisper, at most one segment's work: a process must not exit while
-        the thread is inside CTranslate2 (it aborts with "terminate called without an active exception")."""
+        thread to leave faster-whisper: a process must not exit while the thread is inside
+        CTranslate2 (it aborts with "terminate called without an active exception"). The thread
+        stops after the whisper segment in progress; the first segment comes only after voice
+        detection over the whole audio (seconds for a long file)."""
         self._stop.set()
         self._thread.join()
 
@@ -61,8 +82,10 @@ class BackgroundWords:
 
     def result(self) -> list[Word]:
         self._thread.join()
-        if self.error is not None:
+        if isinstance(self.error, MerstreamError) or (self.error is not None and not isinstance(self.error, Exception)):
             raise self.error
+        if self.error is not None:
+            raise MerstreamError(f"speech recognition failed: {str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__}")
         return self.words or []
 
 
@@ -80,6 +103,7 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
             overlap: bool = False) -> FileJob:
     """Probe, decode the audio track and transcribe it (words with times); with ``overlap`` the
     transcription runs in the background (``job.pending``) while :func:`score_job` encodes frames."""
+    t0 = time.perf_counter()
     info = probe(path)
     notes = []
     audio = None
@@ -93,7 +117,6 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
         notes.append("no video track: scoring without the vision modality")
     words: list[Word] = []
     pending = None
-    t0 = time.perf_counter()
     if audio is not None and transcriber is not None:
         if overlap:
             pending = BackgroundWords(transcriber, audio)
@@ -154,6 +177,7 @@ def _take_words(job: FileJob, engine: Engine) -> None:
 
 
 FILE_BATCH_WINDOWS = 8  # a file's windows are scored 8 at a time: batched encoders run ~1.5x faster
+MAX_AHEAD_WINDOWS = 60  # windows encoded ahead of their words at most (their frames stay in memory)
 
 
 def score_job(
@@ -193,6 +217,8 @@ def score_job(
             if t >= due:
                 if job.pending is not None and job.pending.done():
                     _take_words(job, engine)
+                if job.pending is not None and engine.encoded_ahead - engine.next_index >= MAX_AHEAD_WINDOWS:
+                    _take_words(job, engine)  # far enough ahead: wait for the words (bounds the frames held)
                 if job.pending is None:
                     yield from engine.process_iter()
                 else:  # words not there yet: encode the media of the waiting windows meanwhile
@@ -257,31 +283,28 @@ def score_file(
     t0 = time.perf_counter()
     path = Path(path)
     job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse)  # the naive baseline: sequential
+    writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
             "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
         })
-    except BaseException:
-        if job.pending is not None:
-            job.pending.stop()
-        raise
-    engine = make_engine(job, scorer, stream, reuse=reuse)
-    if on_start:
-        on_start(job.info.duration)
-    error = None
-    try:
+        engine = make_engine(job, scorer, stream, reuse=reuse)
+        if on_start:
+            on_start(job.info.duration)
         for r in score_job(str(path), job, engine, on_progress=(lambda t: on_window(t, len(writer.results))) if on_window else None):
             writer.write(r)
     except BaseException as e:
         error = str(e) if isinstance(e, MerstreamError) else f"interrupted ({e or type(e).__name__})"
         raise
     finally:
-        if job.pending is not None:
-            job.pending.stop()
-        writer.close(error=error)
-        if writer.results and error is not None:
-            on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
+        with signals_deferred():  # a second Ctrl-C must not cut the clean-up short
+            if writer is not None:
+                writer.close(error=error)
+                if writer.results and error is not None:
+                    on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
+            if job.pending is not None:
+                job.pending.stop()
     if not writer.results:
         raise MerstreamError(f"{path}: no windows could be scored (no decodable media)")
     png = writer.plot(title=f"{path.name} - {scorer.name}") if plot else None

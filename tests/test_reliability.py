@@ -116,8 +116,8 @@ def test_signal_during_file_keeps_every_window(tiny_ckpt, media_dir, tmp_path, s
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_while_the_transcript_is_still_being_made(tiny_ckpt, media_dir, tmp_path, sig):
-    """faster-whisper runs in a background thread; a signal then must still exit cleanly (the
-    thread is stopped before the process exits, not killed inside CTranslate2)."""
+    """faster-whisper runs in a background thread; signals then must still exit cleanly (the
+    thread is stopped before the process exits, not killed inside CTranslate2), even two in a row."""
     long = media_dir / "long.mp4"
     if not long.exists():
         ffmpeg("-stream_loop", "6", "-i", str(TALK6), "-c", "copy", str(long))  # ~89 s: ~5 s of ASR
@@ -129,6 +129,8 @@ def test_signal_while_the_transcript_is_still_being_made(tiny_ckpt, media_dir, t
         time.sleep(0.05)
     assert live.exists() and live.read_text().count("\n") == 1  # the meta line: no window scored yet
     proc.send_signal(sig)
+    time.sleep(0.2)
+    proc.send_signal(sig)  # an impatient second one, during the clean-up
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err.decode()
     assert b"Traceback" not in err and b"terminate called" not in err

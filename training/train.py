@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
         train_step = torch.nn.parallel.DistributedDataParallel(
             train_step, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
         log(f"DDP: {world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), this is rank {rank}")
-    seed_everything(cfg.seed + rank)  # augmentation and anchor sampling differ per rank
+    seed_everything(cfg.seed + rank)  # torch's global RNG (dropout) differs per rank from here on
     use_amp = cfg.amp and (device.type == "cuda" or cfg.amp_on_cpu)
     if use_amp:
         log(f"mixed precision: bf16 autocast on {device.type}")

@@ -14,7 +14,8 @@
 Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
 so overlapping windows reuse embeddings; a transcript is re-encoded only when its text changes.
 Models with ``face_crop`` keep frames at >= 160 px until encoded and see the grey face crop.
-Raw frames, audio and cache entries older than the next window are evicted, so memory is bounded.
+Raw frames, audio and cache entries older than the next window are evicted, so memory is bounded (a
+file whose words are still being transcribed holds at most `MAX_AHEAD_WINDOWS` windows of media, see run_file).
 The engine is single-threaded; threads live in the sources/live driver around it.
 """
 
