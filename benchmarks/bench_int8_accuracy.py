@@ -112,7 +112,7 @@ def main() -> int:
         results.append(compare("V FER2013 validation faces", a, b, fp32.predict(a), int8.predict(b), y_of(faces)))
 
         mel = LogMelImage(model.cfg.audio)
-        speech = [s for s in split_of(sets["ravdess"], "test") + split_of(sets["emodb"], "test")]
+        speech = split_of(sets["ravdess"], "test") + split_of(sets["emodb"], "test")
         per_clip = {"fp32": [], "int8": []}
         for wave in D.load_waveforms(speech):
             spec = D.clip_spectrograms(wave, mel).numpy()

@@ -82,11 +82,12 @@ class BackgroundWords:
 
     def result(self) -> list[Word]:
         self._thread.join()
-        if isinstance(self.error, MerstreamError) or (self.error is not None and not isinstance(self.error, Exception)):
-            raise self.error
-        if self.error is not None:
-            raise MerstreamError(f"speech recognition failed: {str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__}")
-        return self.words or []
+        e = self.error
+        if e is None:
+            return self.words or []
+        if isinstance(e, MerstreamError) or not isinstance(e, Exception):  # ours, or an interruption
+            raise e
+        raise MerstreamError(f"speech recognition failed: {(str(e).splitlines() or [type(e).__name__])[0]}")
 
 
 @dataclass
@@ -191,9 +192,10 @@ def score_job(
     has_audio = job.audio is not None
     fed = 0
     stream = engine.stream
+    batch = max(1, batch_windows)
 
     def flush_at() -> float:  # media time at which the next batch of windows is complete
-        return window_at(engine.next_index + max(1, batch_windows) - 1, stream.window, stream.hop).end
+        return window_at(engine.next_index + batch - 1, stream.window, stream.hop).end
 
     def feed_audio(upto_s: float) -> None:
         nonlocal fed
@@ -215,15 +217,16 @@ def score_job(
             engine.insert_frame(t, frame_rgb(frame))
             last_t = t
             if t >= due:
-                if job.pending is not None and job.pending.done():
-                    _take_words(job, engine)
-                if job.pending is not None and engine.encoded_ahead - engine.next_index >= MAX_AHEAD_WINDOWS:
-                    _take_words(job, engine)  # far enough ahead: wait for the words (bounds the frames held)
+                if job.pending is not None and (
+                    job.pending.done() or engine.encoded_ahead - engine.next_index >= MAX_AHEAD_WINDOWS
+                ):
+                    _take_words(job, engine)  # ready, or far enough ahead to wait (bounds the frames held)
                 if job.pending is None:
                     yield from engine.process_iter()
+                    due = flush_at()
                 else:  # words not there yet: encode the media of the waiting windows meanwhile
-                    engine.encode_ahead(limit=max(1, batch_windows))
-                due = flush_at() if job.pending is None else due + max(1, batch_windows) * stream.hop
+                    engine.encode_ahead(limit=batch)
+                    due += batch * stream.hop
             if on_progress:
                 on_progress(t)
         engine.end_video()

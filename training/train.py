@@ -214,7 +214,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     if world > 1:  # DDP wraps the whole loss so the VEGA heads' gradients are synchronised too
         train_step = torch.nn.parallel.DistributedDataParallel(
             train_step, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
-        log(f"DDP: {world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), this is rank {rank}")
+        log(f"DDP: {world} processes ({torch.distributed.get_backend()}), this is rank {rank}")
     seed_everything(cfg.seed + rank)  # torch's global RNG (dropout) differs per rank from here on
     use_amp = cfg.amp and (device.type == "cuda" or cfg.amp_on_cpu)
     if use_amp:

@@ -8,7 +8,7 @@
     for result in engine.process_iter(): # every window whose media has fully arrived
         ...
     engine.ready() / engine.drop_until(i)  # live: peek at ready windows, shed stale ones
-    engine.encode_ahead()                # live: encode media of windows still waiting for words
+    engine.encode_ahead()                # encode media of windows still waiting for words (live, files)
     engine.finish(duration)              # end of stream: the remaining windows
 
 Every frame sampled for scoring and every audio segment is encoded once and cached by its time,
@@ -149,10 +149,11 @@ class Engine:
             i += 1
 
     def encode_ahead(self, limit: int = 2) -> int:
-        """Live, and files while their transcript is still being made: encode the frames and audio segments of the next (at most ``limit``) windows whose
-        media has arrived while their transcript has not, so that scoring them later costs only the
-        text and the head. Results do not change (the caches are keyed by media time). Returns how
-        many windows were prepared."""
+        """Encode, in one batch, the frames and audio segments of the next (at most ``limit``)
+        windows whose media has arrived while their transcript has not (live; files while their
+        transcript is still being made), so that scoring them later costs only the text and the
+        head. Results do not change (the caches are keyed by media time). Returns how many windows
+        were prepared."""
         if not self.reuse or not self.has_text:
             return 0
         n, i = 0, max(self.next_index, self.encoded_ahead + 1)
@@ -168,7 +169,7 @@ class Engine:
                 n += 1
             self.encoded_ahead = i
             i += 1
-        self._encode_frames(frames, ahead=True)  # one batch for all the windows
+        self._encode_frames(frames, ahead=True)
         self._encode_segments(segments, ahead=True)
         return n
 
