@@ -114,8 +114,8 @@ def main() -> int:
         mel = LogMelImage(model.cfg.audio)
         speech = split_of(sets["ravdess"], "test") + split_of(sets["emodb"], "test")
         per_clip = {"fp32": [], "int8": []}
-        for wave in D.load_waveforms(speech):
-            spec = D.clip_spectrograms(wave, mel).numpy()
+        for spec in D.speech_inputs(speech, D.load_waveforms(speech), mel, model.cfg.audio):
+            spec = spec.numpy()
             for key, s in (("fp32", fp32), ("int8", int8)):
                 per_clip[key].append(one_modality_scores(s, "A", s.encode_audio(spec)).mean(0))
         a, b = np.stack(per_clip["fp32"]), np.stack(per_clip["int8"])

@@ -35,6 +35,20 @@ class AudioConfig:
     hop_ms: float = 32.0
     image_size: int = 224  # the spectrogram is resized to image_size x image_size, 3 channels
     level_db: float | None = None  # scale each segment to this RMS level (dBFS) first: None keeps the recorded level
+    # speaker normalisation (opt-in): the training speakers' average voiced log-Mel image column
+    # (image_size values, one per image row, low frequencies last). Set, each stream's running average
+    # of its voiced columns is replaced by it (merstream.model.spectrogram.SpeakerNorm); the estimate
+    # starts as `speaker_prior_columns` columns of this reference (a column is segment_seconds /
+    # image_size: 256 columns are 8 s at image_size 64), so a new voice is normalised more as it speaks.
+    speaker_mean: list[float] | None = None
+    speaker_prior_columns: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.speaker_mean is not None and len(self.speaker_mean) != self.image_size:
+            raise MerstreamError(f"config: audio.speaker_mean needs image_size = {self.image_size} values, "
+                                 f"got {len(self.speaker_mean)}")
+        if not self.speaker_prior_columns >= 0:
+            raise MerstreamError("config: audio.speaker_prior_columns must be >= 0")
 
 
 @dataclass

@@ -272,3 +272,62 @@ def test_file_transcribed_in_the_background_gives_the_sequential_result(tiny_mod
         assert (a.start, a.end, a.text, a.frames, a.segments, a.modalities) == (b.start, b.end, b.text, b.frames, b.segments, b.modalities)
         assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-5
     assert e_ovl.counters == e_seq.counters
+
+
+def test_speaker_normalisation_is_applied_once_per_segment_batched_streamed_or_naive(tiny_cfg, talk6_media):
+    """A model with ``speaker_mean``: the engine normalises each segment by the voice so far. Fed all
+    at once (windows scored 8 per batch), streamed (a window at a time) or naive (every window
+    re-encoded), the scores agree, each segment joined the estimate exactly once, and they differ from
+    the same weights without normalisation."""
+    import copy
+
+    import torch
+
+    from merstream.model import MerClip
+    from merstream.model.spectrogram import voiced_columns
+
+    frames, audio = talk6_media
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.audio.speaker_mean = np.linspace(0.6, -0.2, cfg.audio.image_size).round(4).tolist()
+    torch.manual_seed(0)
+    model = MerClip(cfg).eval()
+
+    def engine(m=model, reuse=True):
+        return Engine(TorchScorer(m), StreamConfig(), has_video=False, has_text=False, reuse=reuse)
+
+    batched = engine()
+    batched.insert_audio(audio)
+    batched.end_audio()
+    a = batched.process_iter() + batched.finish(12.68)
+    streamed, naive = engine(), engine(reuse=False)
+    b, c = _run(streamed, frames, audio), _run(naive, frames, audio)
+    assert len(a) == len(b) == len(c) == 12
+    for x, y, z in zip(a, b, c):
+        assert np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-5)
+        assert np.allclose(list(x.scores.values()), list(z.scores.values()), atol=1e-5)
+    mel = batched.melimage
+    starts = [int(round(r.start * 16000)) for r in a]  # each window's one 2 s segment (to the audio's end)
+    voiced = sum(len(voiced_columns(mel(audio[s: s + 32000]))) for s in starts)
+    for e in (batched, streamed, naive):
+        assert e.speaker.columns == pytest.approx(cfg.audio.speaker_prior_columns + voiced)
+    plain = copy.deepcopy(model)
+    plain.cfg = copy.deepcopy(cfg)
+    plain.cfg.audio.speaker_mean = None
+    d = _run(engine(plain), frames, audio)
+    assert max(abs(x.scores[k] - z.scores[k]) for x, z in zip(b, d) for k in x.scores) > 1e-3
+
+
+def test_silence_does_not_move_the_speaker_estimate():
+    from merstream.config import AudioConfig
+    from merstream.media import read_audio
+    from merstream.model.spectrogram import LogMelImage, SpeakerNorm
+
+    cfg = AudioConfig(n_mels=64, image_size=64, level_db=-20.0, speaker_mean=[0.3] * 64)
+    mel = LogMelImage(cfg)
+    norm = SpeakerNorm(cfg)
+    noise = 1e-3 * np.random.default_rng(0).standard_normal((30, 32000)).astype(np.float32)
+    norm.update(mel(np.zeros((30, 32000), np.float32)))
+    norm.update(mel(noise))  # a minute of muted microphone and steady noise, boosted by level_db
+    assert norm.columns == cfg.speaker_prior_columns and np.allclose(norm.offset, 0)
+    norm.update(mel(read_audio(TALK6)[16000:48000]))  # then speech
+    assert norm.columns > cfg.speaker_prior_columns + 20 and np.abs(norm.offset).mean() > 0.01

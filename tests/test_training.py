@@ -158,6 +158,8 @@ def test_ddp_two_processes_on_cpu_with_bf16_autocast(tmp_path):
     assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"]) and "val" in hist[0]
     assert (out / "best" / "model.safetensors").exists()
     assert log.count("best epoch 1") == 1  # only rank 0 reports
+    rngs = torch.load(out / "last.pt", weights_only=False)["torch_rng"]  # --resume gives each rank its own
+    assert len(rngs) == 2 and not torch.equal(rngs[0], rngs[1])
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -258,3 +260,39 @@ def test_training_with_vega_switched_on(tmp_path):
     r = train(cfg, manifest, tmp_path / "run", progress=False, log=lambda m: None)
     assert r.best_epoch == 1 and np.isfinite(r.history[0]["train_loss"])
     assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+
+
+def test_dataset_normalises_each_speaker_by_all_of_their_clips():
+    """With ``speaker_mean`` in the config, a speaker's clips share one offset, estimated from all of
+    them (CREMA-D actor 1001 here); a clip with no speaker is normalised by its own voice."""
+    from training import data as D
+
+    d = tiny_train_config()
+    d["model"]["audio"]["speaker_mean"] = [0.2] * 224
+    cfg = TrainConfig.from_dict(d)
+    crema = sources.crema_d(DATA / "crema_d")[:3]
+    lone = Sample(id="lone", labels=["happy"], audio=crema[0].video, modalities=["A"])
+    ds = ManifestDataset(crema + [lone], cfg.model, 224, 77)
+    assert np.allclose(ds.offsets[0], ds.offsets[1]) and np.allclose(ds.offsets[0], ds.offsets[2])
+    assert not np.allclose(ds.offsets[0], ds.offsets[3])  # the lone clip: its own estimate
+    plain = D.clip_spectrograms(D.read_waveform(crema[1], 16000), ds.mel)[: ds.max_segments]
+    assert torch.allclose(ds[1]["spectrograms"], plain + torch.from_numpy(ds.offsets[1])[None, None, :, None])
+
+
+def test_timeline_and_disagreement_checks_count_correctly(tmp_path):
+    """The two scripts whose figures the README quotes: segment averaging and pair classification."""
+    from training.disagreement_check import summarise
+    from training.timeline_check import check, read_windows
+
+    rows = [{"start": 0.0, "end": 2.0, "scores": {"happy": 0.9, "sad": 0.2}},
+            {"start": 1.0, "end": 3.0, "scores": {"happy": 0.1, "sad": 0.7}},  # midpoint 2.0: second segment
+            {"start": 2.0, "end": 4.0, "scores": {"happy": 0.6, "sad": 0.5}}]
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [{"meta": 1}] + rows) + "\n")
+    res = check(read_windows(f), [(0.0, 2.0, "happy"), (2.0, 4.0, "sad"), (4.0, 6.0, "sad")])
+    assert [(r.predicted, r.windows, r.correct) for r in res] == [("happy", 1, True), ("sad", 2, True), (None, 0, False)]
+    assert res[1].scores["happy"] == pytest.approx(0.35)
+    top2 = np.array([[0, 1], [1, 0], [2, 0], [0, 2], [3, 3]])
+    voice, face = np.array([0, 0, 0, 0, 3]), np.array([1, 1, 1, 1, 3])
+    d = summarise(top2, voice, face)
+    assert (d.pairs, d.voice_top1, d.face_top1, d.third_top1, d.both_in_top2, d.agreeing_top1) == (4, 0.5, 0.25, 0.25, 0.5, 1.0)

@@ -61,8 +61,10 @@ def random_segment(wave: np.ndarray, seg: int, rng: np.random.Generator) -> np.n
     return out
 
 
-def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Generator) -> torch.Tensor:
-    """One random 2 s segment per clip with gain, noise and SpecAugment masks -> [B, 3, S, S]."""
+def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Generator,
+                   offsets: np.ndarray | None = None) -> torch.Tensor:
+    """One random 2 s segment per clip with gain, noise and SpecAugment masks -> [B, 3, S, S].
+    ``offsets`` [B, S]: speaker normalisation of each clip, added to the image rows before masking."""
     seg = mel.segment_samples
     batch = np.stack([random_segment(w, seg, rng) for w in waves])
     batch *= (10 ** (rng.uniform(-8, 6, size=(len(waves), 1)) / 20)).astype(np.float32)
@@ -71,6 +73,8 @@ def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Gen
     snr = 10 ** (rng.uniform(15, 35, size=(len(waves), 1)) / 20)
     batch += noisy[:, None] * (rng.standard_normal(batch.shape).astype(np.float32) * rms / snr)
     img = torch.from_numpy(mel(batch))
+    if offsets is not None:
+        img = img + torch.from_numpy(np.asarray(offsets, dtype=np.float32))[:, None, :, None]
     s = img.shape[-1]
     for i in range(len(img)):
         for _ in range(2):

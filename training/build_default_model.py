@@ -18,6 +18,12 @@ decoder learns to fuse:
      an emotional face and voice: people say neutral things with feeling, so the decoder must not
      let neutral words (or a text tower's confident mistake on them) outvote face and voice
 
+Options tried and not adopted (README): ``--mixed-voice`` (a share of fused samples pairs a face
+with a voice of another emotion, target both) and ``--speaker-norm`` (speaker normalisation of the
+log-Mel images, ``AudioConfig.speaker_mean``; each test speaker, CREMA-D actor 1001 included, is
+normalised by all of their clips). Off by default, the script draws the same random numbers as before
+they existed.
+
 Model selection uses the validation splits only (mean balanced accuracy of V, A, L and of fused
 validation triples: a speech clip of RAVDESS actors 17-18 / EmoDB speaker 14 with a FER2013 held-out
 face of the same label and a MELD/EmoryNLP dev utterance of the same label or, for every second
@@ -111,11 +117,14 @@ def onehot(labs: list[int]) -> torch.Tensor:
     return F.one_hot(torch.tensor(labs), len(LABELS)).float()
 
 
-def loss_of(model: MerClip, sim: torch.Tensor, labs: list[int]) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(model.logits(sim), onehot(labs))
+def loss_of(model: MerClip, sim: torch.Tensor, labs: list[int] | torch.Tensor) -> torch.Tensor:
+    """BCE on the standardised similarities; ``labs`` are label indices or a [B, K] multi-hot target."""
+    target = labs if isinstance(labs, torch.Tensor) else onehot(labs)
+    return F.binary_cross_entropy_with_logits(model.logits(sim), target)
 
 
-def fused_and_direct_loss(model: MerClip, label_emb: torch.Tensor, labs: list[int], modality: str | None = None,
+def fused_and_direct_loss(model: MerClip, label_emb: torch.Tensor, labs: list[int] | torch.Tensor,
+                          modality: str | None = None,
                           **inputs) -> torch.Tensor:
     """MER loss on the fused prediction, plus (for one-modality batches) the same loss on the
     modality's own pooled embedding scored against the label embeddings: a direct signal that gets
@@ -170,12 +179,16 @@ def probs_faces(model, faces, size, bs=256):
     return torch.cat(out).numpy()
 
 
+def speech_images(wave: np.ndarray, mel: LogMelImage, offset: np.ndarray) -> torch.Tensor:
+    """All 2 s segments of a clip with its speaker's normalisation -> [A, 3, S, S]."""
+    return D.clip_spectrograms(wave, mel) + torch.from_numpy(offset)[None, None, :, None]
+
+
 @torch.no_grad()
-def probs_speech(model, waves, mel):
+def probs_speech(model, waves, mel, offsets):
     out = []
-    for w in waves:
-        s = D.clip_spectrograms(w, mel)
-        out.append(model.probabilities(model(spectrograms=s[None])))
+    for w, o in zip(waves, offsets):
+        out.append(model.probabilities(model(spectrograms=speech_images(w, mel, o)[None])))
     return torch.cat(out).numpy()
 
 
@@ -185,7 +198,7 @@ def probs_text(model, tokens, bs=512):
 
 
 @torch.no_grad()
-def probs_clips(model, frames, waves, tokens, mel, use: str, prep: FramePrep):
+def probs_clips(model, frames, waves, offsets, tokens, mel, use: str, prep: FramePrep):
     """CREMA-D style clips: any subset of V (frames), A (speech), L (transcript)."""
     out = []
     for i in range(len(waves)):
@@ -193,7 +206,7 @@ def probs_clips(model, frames, waves, tokens, mel, use: str, prep: FramePrep):
         if "V" in use:
             kw["frames"] = D.frames_to_input(frames[i], prep)[None]
         if "A" in use:
-            kw["spectrograms"] = D.clip_spectrograms(waves[i], mel)[None]
+            kw["spectrograms"] = speech_images(waves[i], mel, offsets[i])[None]
         if "L" in use:
             kw["tokens"] = tokens[i: i + 1]
         out.append(model.probabilities(model(**kw)))
@@ -207,6 +220,15 @@ def fused_words(u: float, neutral_share: float, acted: torch.Tensor, text_of, la
     if u < neutral_share:
         return text_of(LABELS.index("neutral"))
     return acted if u < neutral_share + (1 - neutral_share) / 2 else text_of(label)
+
+
+def voice_label(rng: random.Random, face: int, mixed_share: float) -> int:
+    """Emotion of a fused sample's voice: the face's, or (share ``mixed_share``) another one. Faces and
+    voices disagree in real talk (a neutral face, an angry voice); trained only on agreeing pairs the
+    decoder answers such a pair with a third emotion."""
+    if mixed_share <= 0 or rng.random() >= mixed_share:
+        return face
+    return rng.choice([k for k in range(len(LABELS)) if k != face])
 
 
 def fused_validation(speech, spectrograms, faces, face_labels, tokens, text_labels, size: int, seed: int) -> dict:
@@ -247,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-up-lr", type=float, default=2e-3)
     ap.add_argument("--neutral-words", type=float, default=1 / 3,
                     help="share of fused samples whose transcript is a neutral-labelled utterance")
+    ap.add_argument("--mixed-voice", type=float, default=0.0,
+                    help="share of fused samples whose voice shows another emotion than the face (target: both; "
+                         "tried at 0.25, not adopted)")
+    ap.add_argument("--speaker-norm", action="store_true",
+                    help="speaker normalisation of the log-Mel images (AudioConfig.speaker_mean; tried, not adopted)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
@@ -272,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     model = MerClip(cfg)
     size = model.image_size
     mel = LogMelImage(cfg.audio)
+    if args.speaker_norm:
+        cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], waves["train"], mel)]
+    spk = {sp: D.speaker_offsets(speech[sp], waves[sp], mel, cfg.audio) if cfg.audio.speaker_mean
+           else np.zeros((len(speech[sp]), cfg.audio.image_size), np.float32) for sp in speech}
     toks = {sp: model.tokenize([s.text for s in v]) for sp, v in text.items()}
     acted = sorted({s.text for s in speech["train"]})
     acted_tok = model.tokenize(acted)
@@ -279,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     prep = FramePrep(size, cfg.face_crop)
     crema_frames = D.load_video_frames(crema, cfg.num_frames, prep.side)
     crema_waves = D.load_waveforms(crema)
+    crema_spk = D.speaker_offsets(crema, crema_waves, mel, cfg.audio) if cfg.audio.speaker_mean \
+        else np.zeros((len(crema), cfg.audio.image_size), np.float32)
     crema_tok = model.tokenize([s.text for s in crema])
     log("train: %d faces, %d speech clips, %d texts; val: %d / %d / %d; test: %d / %d / %d; crema-d %d" % (
         len(fer["train"]), len(speech["train"]), len(text["train"]), len(fer["val"]), len(speech["val"]),
@@ -294,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def draw_speech():
         ia, la = pa.draw(24)
-        return augment_speech([waves["train"][i] for i in ia], mel, nrng), la
+        return augment_speech([waves["train"][i] for i in ia], mel, nrng, spk["train"][ia]), la
 
-    val_speech = torch.cat([D.clip_spectrograms(w, mel)[:1] for w in waves["val"]])
+    val_speech = torch.cat([speech_images(w, mel, o)[:1] for w, o in zip(waves["val"], spk["val"])])
     fused_val = fused_validation(speech["val"], val_speech, faces["val"], lab(fer["val"]), toks["val"],
                                  lab(text["val"]), size, args.seed)
     warm_up = {
@@ -317,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         r = {
             "V": evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
-            "A": evaluate_scores("speech-val", probs_speech(model, waves["val"], mel), targets(lab(speech["val"])),
+            "A": evaluate_scores("speech-val", probs_speech(model, waves["val"], mel, spk["val"]), targets(lab(speech["val"])),
                                  LABELS, "emotion").single.balanced_accuracy,
             "L": evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
@@ -338,24 +371,29 @@ def main(argv: list[str] | None = None) -> int:
         x = augment_faces(faces["train"][iv], size, gen, zoom_out_p=0.1)
         losses["V"] = fused_and_direct_loss(model, le, lv, "V", frames=x[:, None])
         ia, la = pa.draw(ba)
-        s = augment_speech([waves["train"][i] for i in ia], mel, nrng)
+        s = augment_speech([waves["train"][i] for i in ia], mel, nrng, spk["train"][ia])
         losses["A"] = fused_and_direct_loss(model, le, la, "A", spectrograms=s[:, None])
         il, ll = pl.draw(bl)
         losses["L"] = fused_and_direct_loss(model, le, ll, "L", tokens=toks["train"][il])
-        # fused: same-label face + voice + words, each present with p=0.7, at least two
+        # fused: same-label face + voice + words, each present with p=0.7, at least two; a share
+        # (--mixed-voice) pairs a face with a voice of another emotion, both present, target both
         lf = [rng.randrange(len(LABELS)) for _ in range(bf)]
+        lva = [voice_label(rng, k, args.mixed_voice) for k in lf]
         pres = torch.rand(bf, 3, generator=gen) < 0.7
         for i in range(bf):
+            if lva[i] != lf[i]:
+                pres[i, :2] = True
             while pres[i].sum() < 2:
                 pres[i, rng.randrange(3)] = True
         fv = augment_faces(faces["train"][[pv.draw(1, k)[0][0] for k in lf]], size, gen, zoom_out_p=0.1)
-        ia2 = [pa.draw(1, k)[0][0] for k in lf]
-        fa = augment_speech([waves["train"][i] for i in ia2], mel, nrng)
+        ia2 = [pa.draw(1, k)[0][0] for k in lva]
+        fa = augment_speech([waves["train"][i] for i in ia2], mel, nrng, spk["train"][ia2])
         ft = torch.stack([fused_words(rng.random(), args.neutral_words, acted_tok[acted_of[ia2[i]]],
                                       lambda label: toks["train"][pl.draw(1, label)[0][0]], k)
-                          for i, k in enumerate(lf)])
+                          for i, k in enumerate(lva)])
         present = {"V": pres[:, 0].float(), "A": pres[:, 1].float(), "L": pres[:, 2].float()}
-        losses["fused"] = fused_and_direct_loss(model, le, lf, None, frames=fv[:, None], spectrograms=fa[:, None],
+        target = torch.maximum(onehot(lf), onehot(lva))
+        losses["fused"] = fused_and_direct_loss(model, le, target, None, frames=fv[:, None], spectrograms=fa[:, None],
                                                 tokens=ft, present=present)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
@@ -385,17 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     reports.append(evaluate_scores("V fer2013-validation", probs_faces(model, faces["test"], size),
                                    targets(lab(fer["test"])), LABELS, "emotion"))
     for src in ("ravdess", "emodb"):
-        ss = [s for s in speech["test"] if s.source == src]
-        ws = [w for s, w in zip(speech["test"], waves["test"]) if s.source == src]
+        idx = [i for i, s in enumerate(speech["test"]) if s.source == src]
         name = "A ravdess-actors-19-20" if src == "ravdess" else "A emodb-speakers-15-16"
-        reports.append(evaluate_scores(name, probs_speech(model, ws, mel), targets(lab(ss)), LABELS, "emotion"))
+        reports.append(evaluate_scores(name, probs_speech(model, [waves["test"][i] for i in idx], mel,
+                                                          spk["test"][idx]),
+                                       targets(lab([speech["test"][i] for i in idx])), LABELS, "emotion"))
     for src in ("meld", "emorynlp"):
         idx = [i for i, s in enumerate(text["test"]) if s.source == src]
         reports.append(evaluate_scores(f"L {src}-test", probs_text(model, toks["test"][idx]),
                                        targets(lab([text["test"][i] for i in idx])), LABELS, "emotion"))
     for use in ("V", "A", "VA", "VAL"):
         reports.append(evaluate_scores(f"{'+'.join(use)} crema-d-1001", probs_clips(
-            model, crema_frames, crema_waves, crema_tok, mel, use, prep), targets(lab(crema)), LABELS, "emotion"))
+            model, crema_frames, crema_waves, crema_spk, crema_tok, mel, use, prep), targets(lab(crema)), LABELS, "emotion"))
     for r in reports:
         log(f"test {r.name}: n={r.n} top1={r.single.top1:.3f} bal_acc={r.single.balanced_accuracy:.3f} "
             f"wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} majority={r.single.majority:.3f} "
@@ -416,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                    "emodb": "speakers 3-13 train, 14 val, 15-16 test",
                    "meld/emorynlp": "train / dev (val) / test"},
         "steps": args.steps, "selected_step": best_step, "seed": args.seed, "threads": args.threads,
-        "lr": args.lr, "neutral_words": args.neutral_words, "warm_up": warm_up, "batch": {"V": bv, "A": ba, "L": bl, "fused": bf},
+        "lr": args.lr, "neutral_words": args.neutral_words, "mixed_voice": args.mixed_voice,
+        "speaker_norm": cfg.audio.speaker_mean is not None, "warm_up": warm_up, "batch": {"V": bv, "A": ba, "L": bl, "fused": bf},
         "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
         "validation_history": history,

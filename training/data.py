@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from merstream.errors import MerstreamError
-from merstream.model.spectrogram import LogMelImage
+from merstream.config import AudioConfig
+from merstream.model.spectrogram import LogMelImage, SpeakerNorm, voiced_columns
 from merstream.preprocess import CLIP_MEAN, CLIP_STD, FramePrep
 
 from .manifest import Sample
@@ -139,3 +140,38 @@ def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None)
 def clip_spectrograms(wave: np.ndarray, mel: LogMelImage) -> torch.Tensor:
     """All 2 s segments of a clip -> [A, 3, S, S] log-Mel images (as the runtime cuts windows)."""
     return torch.from_numpy(mel(segments(wave, mel.segment_samples)))
+
+
+def speaker_of(s: Sample) -> str:
+    """Who speaks in ``s``: its speaker, or the clip itself when unknown (normalised by its own voice)."""
+    return s.speaker or s.id
+
+
+def speaker_reference(samples: list[Sample], waves: list[np.ndarray], mel: LogMelImage) -> np.ndarray:
+    """[S] the average over speakers of each speaker's mean voiced log-Mel column (training data):
+    ``AudioConfig.speaker_mean`` for speaker normalisation."""
+    by: dict[str, list[np.ndarray]] = {}
+    for s, w in zip(samples, waves):
+        by.setdefault(speaker_of(s), []).append(voiced_columns(clip_spectrograms(w, mel).numpy()))
+    return np.stack([np.concatenate(v).mean(axis=0) for v in by.values()]).mean(axis=0).astype(np.float32)
+
+
+def speaker_offsets(samples: list[Sample], waves, mel: LogMelImage, cfg: AudioConfig) -> np.ndarray:
+    """[N, S] per clip: what speaker normalisation adds to each row of the clip's log-Mel images,
+    the speaker estimated from all of their clips here (``SpeakerNorm``, as the runtime does).
+    ``waves`` may be any iterable (read once, in order)."""
+    norms: dict[str, SpeakerNorm] = {}
+    for s, w in zip(samples, waves):
+        norms.setdefault(speaker_of(s), SpeakerNorm(cfg)).update(clip_spectrograms(w, mel).numpy())
+    return np.stack([norms[speaker_of(s)].offset for s in samples]) if samples else np.zeros((0, cfg.image_size))
+
+
+def speech_inputs(samples: list[Sample], waves: list[np.ndarray], mel: LogMelImage,
+                  cfg: AudioConfig) -> list[torch.Tensor]:
+    """Each clip's log-Mel images [A, 3, S, S] as the model expects them: speaker-normalised when
+    ``cfg.speaker_mean`` is set (each speaker by all of their clips here, like a whole session)."""
+    specs = [clip_spectrograms(w, mel) for w in waves]
+    if cfg.speaker_mean is None:
+        return specs
+    offsets = speaker_offsets(samples, waves, mel, cfg)
+    return [s + torch.from_numpy(o)[None, None, :, None] for s, o in zip(specs, offsets)]

@@ -52,6 +52,12 @@ class ManifestDataset(Dataset):
         self.targets = [target_vector(s, self.labels) for s in samples]
         self._cache: dict[int, dict] = {}
         self.prep = FramePrep(image_size, cfg.face_crop)
+        self.offsets: dict[int, np.ndarray] = {}
+        if cfg.audio.speaker_mean is not None and "A" in self.mods:  # speaker normalisation: all clips first
+            idx = [i for i, s in enumerate(samples) if "A" in s.modalities and (s.audio or s.video)]
+            sub = [samples[i] for i in idx]
+            waves = (D.read_waveform(s, cfg.audio.sample_rate) for s in sub)  # one at a time
+            self.offsets = dict(zip(idx, D.speaker_offsets(sub, waves, self.mel, cfg.audio)))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -67,7 +73,10 @@ class ManifestDataset(Dataset):
             item["frames"] = D.frames_to_input(frames, self.prep)
         if "A" in use and (s.audio or s.video):
             wave = D.read_waveform(s, self.cfg.audio.sample_rate)
-            item["spectrograms"] = D.clip_spectrograms(wave, self.mel)[: self.max_segments]
+            spec = D.clip_spectrograms(wave, self.mel)[: self.max_segments]
+            if i in self.offsets:
+                spec = spec + torch.from_numpy(self.offsets[i])[None, None, :, None]
+            item["spectrograms"] = spec
         if "L" in use and s.text:
             item["tokens"] = text_tokens([s.text], self.context_length)[0]
         if not any(k in item for k in ("frames", "spectrograms", "tokens")):

@@ -40,6 +40,7 @@ class Sample:
     split: str = "train"
     source: str = ""
     score: float | None = None  # e.g. MOSI/MOSEI sentiment in [-3, 3]
+    speaker: str | None = None  # who speaks (speaker normalisation groups a speaker's clips)
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -84,7 +85,7 @@ def _from_dict(d: dict, where: str) -> Sample:
                 d[key] = float(d[key])
             except (TypeError, ValueError):
                 raise MerstreamError(f"{where}: {key} must be a number, got {d[key]!r}") from None
-    for key in ("image", "video", "audio", "text"):
+    for key in ("image", "video", "audio", "text", "speaker"):
         if d.get(key) == "":
             d[key] = None
     return Sample(**d)

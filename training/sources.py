@@ -68,7 +68,7 @@ def acted_speech(root: Path, source: str, speaker_col: str, text_col: str, val, 
         out.append(Sample(
             id=f"{source}/{Path(r['path']).stem}", labels=[label], audio=str(root / r["path"]),
             text=r[text_col], modalities=["A"], split=speaker_split(int(r[speaker_col]), set(val), set(test)),
-            source=source,
+            source=source, speaker=f"{source}/{int(r[speaker_col])}",
         ))
     return out
 
@@ -150,7 +150,8 @@ def crema_d(root: Path, split: str = "test") -> list[Sample]:
         if not p.exists():
             p = root / Path(r["path"]).name
         out.append(Sample(id=f"crema_d/{p.stem}", labels=[label], video=str(_require(p)), text=r["transcript"],
-                          modalities=["V", "A"], split=split, source="crema_d"))
+                          modalities=["V", "A"], split=split, source="crema_d",
+                          speaker=f"crema_d/{r['actor']}"))
     return out
 
 

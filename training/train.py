@@ -96,6 +96,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_rng_states(world: int) -> list[torch.Tensor]:
+    """torch's global RNG state of every rank (rank order), so ``--resume`` gives each rank its own."""
+    state = torch.get_rng_state()
+    if world == 1:
+        return [state]
+    states: list = [None] * world
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
 def distributed() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) under torchrun (NCCL on CUDA, gloo on CPU); (0, 0, 1) alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -231,8 +241,13 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
         if heads is not None and st.get("heads"):
             heads.load_state_dict(st["heads"])
         start_epoch, best, best_epoch, history = st["epoch"], st["best"], st["best_epoch"], st["history"]
-        gen.set_state(st["gen"])
-        torch.set_rng_state(st["torch_rng"])
+        gen.set_state(st["gen"].cpu())
+        rngs = st["torch_rng"]  # one state per rank (a single tensor in older checkpoints)
+        rngs = rngs if isinstance(rngs, list) else [rngs]
+        if len(rngs) != world:
+            log(f"warning: {last} holds the RNG states of {len(rngs)} process(es), this run has {world}: "
+                "ranks reuse them in turn")
+        torch.set_rng_state(rngs[rank % len(rngs)].cpu())
         log(f"resumed from {last} at epoch {start_epoch}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -275,6 +290,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                     best, best_epoch = value, epoch + 1
                     save_checkpoint(model, out / "best", extra={"epoch": epoch + 1, "val": value})
             history.append(entry)
+            rngs = rank_rng_states(world)  # every rank takes part; rank 0 saves them all
             if rank == 0:
                 if val_ds is None:
                     save_checkpoint(model, out / "best", extra={"epoch": epoch + 1})
@@ -284,7 +300,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                 torch.save({"model": model.state_dict(), "optim": opt.state_dict(),
                             "heads": heads.state_dict() if heads else None, "epoch": epoch + 1, "best": best,
                             "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
-                            "torch_rng": torch.get_rng_state()}, last)
+                            "torch_rng": rngs}, last)
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     if world > 1:
         sums = replicas_in_sync(train_step.module, world)

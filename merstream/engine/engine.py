@@ -29,7 +29,7 @@ import numpy as np
 
 from ..asr import Word
 from ..config import StreamConfig
-from ..model.spectrogram import LogMelImage
+from ..model.spectrogram import LogMelImage, SpeakerNorm
 from ..preprocess import FramePrep
 from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
@@ -63,6 +63,9 @@ class Engine:
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
         self.melimage = LogMelImage(scorer.audio_cfg)
+        # models with speaker normalisation: the stream's voice so far, updated once per segment
+        self.speaker = SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None else None
+        self.speaker_offsets: dict[tuple[float, float], np.ndarray] = {}  # segment -> offset it was given
         self.prep = FramePrep(scorer.image_size, scorer.cfg.face_crop)
         self.counters = Counters()
         self.next_index = 0
@@ -327,9 +330,25 @@ class Engine:
         if not missing:
             return
         images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
+        if self.speaker is not None:
+            images = self._normalise_speaker(missing, images)
         for s, e in zip(missing, self.scorer.encode_audio(images)):
             self.segment_cache[s] = e
         self.counters.segments_encoded += len(missing)
+
+    def _normalise_speaker(self, keys: list[tuple[float, float]], images: np.ndarray) -> np.ndarray:
+        """The first time a segment is seen (``keys`` are in time order) it joins the speaker
+        estimate and gets the estimate so far; later encodings of it (the naive baseline) reuse that
+        offset. With one segment per window (the default: window = segment length) segments arrive in
+        time order however windows are batched, so file, live and naive runs agree; with longer
+        windows a batch may add a later segment before an earlier one is normalised."""
+        out = np.empty_like(images)
+        for i, key in enumerate(keys):
+            if key not in self.speaker_offsets:
+                self.speaker.update(images[i: i + 1])
+                self.speaker_offsets[key] = self.speaker.offset
+            out[i] = images[i] + self.speaker_offsets[key][None, :, None]
+        return out
 
     def _encode_texts(self, texts: set[str], uses: int | None = None) -> None:
         missing = sorted(t for t in texts if t not in self.text_cache)
@@ -353,6 +372,7 @@ class Engine:
             del self.frame_cache[k]
         for s in [s for s in self.segment_cache if s[0] < next_start]:
             del self.segment_cache[s]
+        self.speaker_offsets = {s: o for s, o in self.speaker_offsets.items() if s[0] >= next_start}
         if self.ahead_keys:
             self.ahead_keys = {k for k in self.ahead_keys if k in self.frame_cache or k in self.segment_cache}
         cut = min(int(next_start * self.sr) - self.audio_offset, len(self.audio))

@@ -67,3 +67,51 @@ def level_gain(seg: np.ndarray, level_db: float) -> np.float32:
     rms_db = 10 * np.log10(float(np.mean(np.square(seg, dtype=np.float64))) + 1e-12)
     gain_db = float(np.clip(level_db - rms_db, -MAX_GAIN_DB, MAX_GAIN_DB))
     return np.float32(10 ** (gain_db / 20))
+
+
+VOICED_RANGE = 1.0  # columns within this (scaled log-Mel units, ~26 dB) of an image's loudest count as voiced
+SPEECH_SPREAD = 0.2  # an image counts only if its loudest column is this far (~5 dB) above its median one
+
+
+def voiced_columns(images: np.ndarray) -> np.ndarray:
+    """[N, 3, S, S] log-Mel images -> [n, S]: the image columns (time steps) of each image whose mean
+    level is within VOICED_RANGE of its loudest column, i.e. speech rather than pauses or padding.
+    Images without the level changes of speech (silence, a muted microphone, steady noise: loudest
+    column < SPEECH_SPREAD above the median one; speech here is >= 0.33) give none."""
+    x = np.asarray(images, dtype=np.float32)[:, 0]  # [N, freq, time]
+    level = x.mean(axis=1)  # [N, time]
+    loudest = level.max(axis=1, keepdims=True)
+    speech = loudest - np.median(level, axis=1, keepdims=True) >= SPEECH_SPREAD
+    voiced = (level >= loudest - VOICED_RANGE) & speech
+    return x.transpose(0, 2, 1)[voiced]
+
+
+class SpeakerNorm:
+    """Speaker normalisation of log-Mel images: the running average of a stream's voiced columns is
+    replaced by the training speakers' average (``AudioConfig.speaker_mean``). What is left is how a
+    segment differs from the speaker's usual voice and microphone, which is what carries emotion
+    across speakers. The estimate starts as ``speaker_prior_columns`` columns of the reference, so the
+    first seconds of a new voice are only partly normalised. Training estimates each speaker from all
+    their clips the same way (``update`` with everything, then ``apply``)."""
+
+    def __init__(self, cfg: AudioConfig):
+        self.reference = np.asarray(cfg.speaker_mean, dtype=np.float32)
+        self.total = self.reference * np.float32(cfg.speaker_prior_columns)
+        self.columns = float(cfg.speaker_prior_columns)
+
+    def update(self, images: np.ndarray) -> None:
+        v = voiced_columns(images)
+        self.total = self.total + v.sum(axis=0)
+        self.columns += len(v)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return (self.total / self.columns).astype(np.float32)
+
+    @property
+    def offset(self) -> np.ndarray:
+        """[S] what ``apply`` adds to each image row."""
+        return self.reference - self.mean
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        return (np.asarray(images, dtype=np.float32) + self.offset[None, None, :, None]).astype(np.float32)
