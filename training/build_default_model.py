@@ -179,16 +179,11 @@ def probs_faces(model, faces, size, bs=256):
     return torch.cat(out).numpy()
 
 
-def speech_images(wave: np.ndarray, mel: LogMelImage, offset: np.ndarray) -> torch.Tensor:
-    """All 2 s segments of a clip with its speaker's normalisation -> [A, 3, S, S]."""
-    return D.clip_spectrograms(wave, mel) + torch.from_numpy(offset)[None, None, :, None]
-
-
 @torch.no_grad()
 def probs_speech(model, waves, mel, offsets):
     out = []
     for w, o in zip(waves, offsets):
-        out.append(model.probabilities(model(spectrograms=speech_images(w, mel, o)[None])))
+        out.append(model.probabilities(model(spectrograms=D.clip_spectrograms(w, mel, o)[None])))
     return torch.cat(out).numpy()
 
 
@@ -206,7 +201,7 @@ def probs_clips(model, frames, waves, offsets, tokens, mel, use: str, prep: Fram
         if "V" in use:
             kw["frames"] = D.frames_to_input(frames[i], prep)[None]
         if "A" in use:
-            kw["spectrograms"] = speech_images(waves[i], mel, offsets[i])[None]
+            kw["spectrograms"] = D.clip_spectrograms(waves[i], mel, offsets[i])[None]
         if "L" in use:
             kw["tokens"] = tokens[i: i + 1]
         out.append(model.probabilities(model(**kw)))
@@ -301,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     mel = LogMelImage(cfg.audio)
     if args.speaker_norm:
         cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], waves["train"], mel)]
-    spk = {sp: D.speaker_offsets(speech[sp], waves[sp], mel, cfg.audio) if cfg.audio.speaker_mean
-           else np.zeros((len(speech[sp]), cfg.audio.image_size), np.float32) for sp in speech}
+    spk = {sp: D.speaker_offsets(speech[sp], waves[sp], mel, cfg.audio) for sp in speech}  # zeros when off
     toks = {sp: model.tokenize([s.text for s in v]) for sp, v in text.items()}
     acted = sorted({s.text for s in speech["train"]})
     acted_tok = model.tokenize(acted)
@@ -310,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     prep = FramePrep(size, cfg.face_crop)
     crema_frames = D.load_video_frames(crema, cfg.num_frames, prep.side)
     crema_waves = D.load_waveforms(crema)
-    crema_spk = D.speaker_offsets(crema, crema_waves, mel, cfg.audio) if cfg.audio.speaker_mean \
-        else np.zeros((len(crema), cfg.audio.image_size), np.float32)
+    crema_spk = D.speaker_offsets(crema, crema_waves, mel, cfg.audio)
     crema_tok = model.tokenize([s.text for s in crema])
     log("train: %d faces, %d speech clips, %d texts; val: %d / %d / %d; test: %d / %d / %d; crema-d %d" % (
         len(fer["train"]), len(speech["train"]), len(text["train"]), len(fer["val"]), len(speech["val"]),
@@ -329,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         ia, la = pa.draw(24)
         return augment_speech([waves["train"][i] for i in ia], mel, nrng, spk["train"][ia]), la
 
-    val_speech = torch.cat([speech_images(w, mel, o)[:1] for w, o in zip(waves["val"], spk["val"])])
+    val_speech = torch.cat([D.clip_spectrograms(w, mel, o)[:1] for w, o in zip(waves["val"], spk["val"])])
     fused_val = fused_validation(speech["val"], val_speech, faces["val"], lab(fer["val"]), toks["val"],
                                  lab(text["val"]), size, args.seed)
     warm_up = {

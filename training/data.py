@@ -137,9 +137,11 @@ def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None)
     return out
 
 
-def clip_spectrograms(wave: np.ndarray, mel: LogMelImage) -> torch.Tensor:
-    """All 2 s segments of a clip -> [A, 3, S, S] log-Mel images (as the runtime cuts windows)."""
-    return torch.from_numpy(mel(segments(wave, mel.segment_samples)))
+def clip_spectrograms(wave: np.ndarray, mel: LogMelImage, offset: np.ndarray | None = None) -> torch.Tensor:
+    """All 2 s segments of a clip -> [A, 3, S, S] log-Mel images (as the runtime cuts windows);
+    ``offset`` [S]: the clip's speaker normalisation (``speaker_offsets``), added to every image row."""
+    img = torch.from_numpy(mel(segments(wave, mel.segment_samples)))
+    return img if offset is None else img + torch.from_numpy(offset)[None, None, :, None]
 
 
 def speaker_of(s: Sample) -> str:
@@ -158,11 +160,18 @@ def speaker_reference(samples: list[Sample], waves: list[np.ndarray], mel: LogMe
 
 def speaker_offsets(samples: list[Sample], waves, mel: LogMelImage, cfg: AudioConfig) -> np.ndarray:
     """[N, S] per clip: what speaker normalisation adds to each row of the clip's log-Mel images,
-    the speaker estimated from all of their clips here (``SpeakerNorm``, as the runtime does).
-    ``waves`` may be any iterable (read once, in order)."""
+    the speaker estimated from all of their clips here (``SpeakerNorm``, as the runtime does); zeros
+    when ``cfg.speaker_mean`` is not set. ``waves`` may be any iterable (read once, in order)."""
+    return _offsets_of(samples, (clip_spectrograms(w, mel).numpy() for w in waves), cfg)
+
+
+def _offsets_of(samples: list[Sample], images, cfg: AudioConfig) -> np.ndarray:
+    """``speaker_offsets`` from each clip's log-Mel images (an iterable, not read when off)."""
+    if cfg.speaker_mean is None:
+        return np.zeros((len(samples), cfg.image_size), np.float32)
     norms: dict[str, SpeakerNorm] = {}
-    for s, w in zip(samples, waves):
-        norms.setdefault(speaker_of(s), SpeakerNorm(cfg)).update(clip_spectrograms(w, mel).numpy())
+    for s, x in zip(samples, images):
+        norms.setdefault(speaker_of(s), SpeakerNorm(cfg)).update(x)
     return np.stack([norms[speaker_of(s)].offset for s in samples]) if samples else np.zeros((0, cfg.image_size))
 
 
@@ -173,5 +182,5 @@ def speech_inputs(samples: list[Sample], waves: list[np.ndarray], mel: LogMelIma
     specs = [clip_spectrograms(w, mel) for w in waves]
     if cfg.speaker_mean is None:
         return specs
-    offsets = speaker_offsets(samples, waves, mel, cfg)
-    return [s + torch.from_numpy(o)[None, None, :, None] for s, o in zip(specs, offsets)]
+    offsets = _offsets_of(samples, (x.numpy() for x in specs), cfg)  # the images made once
+    return [x + torch.from_numpy(o)[None, None, :, None] for x, o in zip(specs, offsets)]

@@ -73,10 +73,7 @@ class ManifestDataset(Dataset):
             item["frames"] = D.frames_to_input(frames, self.prep)
         if "A" in use and (s.audio or s.video):
             wave = D.read_waveform(s, self.cfg.audio.sample_rate)
-            spec = D.clip_spectrograms(wave, self.mel)[: self.max_segments]
-            if i in self.offsets:
-                spec = spec + torch.from_numpy(self.offsets[i])[None, None, :, None]
-            item["spectrograms"] = spec
+            item["spectrograms"] = D.clip_spectrograms(wave, self.mel, self.offsets.get(i))[: self.max_segments]
         if "L" in use and s.text:
             item["tokens"] = text_tokens([s.text], self.context_length)[0]
         if not any(k in item for k in ("frames", "spectrograms", "tokens")):
