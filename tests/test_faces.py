@@ -48,6 +48,26 @@ def test_crop_is_a_grey_square_of_the_face():
     assert (c.found, c.missed) == (1, 0)
 
 
+
+def _face_share(c: FaceCropper, grey: np.ndarray) -> float | None:
+    """Side of the face box the cascade finds in an image that should be a face crop, as a share of
+    the image side (the image is scaled to 160 px and given a border, so a face that fills it is found)."""
+    g = cv2.resize(grey, (160, 160), interpolation=cv2.INTER_AREA if grey.shape[0] > 160 else cv2.INTER_CUBIC)
+    g = cv2.copyMakeBorder(g, 40, 40, 40, 40, cv2.BORDER_REPLICATE)
+    found = c.cascade.detectMultiScale(g, scaleFactor=1.05, minNeighbors=4, minSize=(40, 40))
+    return None if len(found) == 0 else max(b[2] for b in found) / 160
+
+
+def test_crops_frame_the_face_as_fer2013_does():
+    """The default model's image tower learnt from FER2013 faces, so the run-time crop must show a
+    face at the same size: measured the same way on FER2013 validation images and on the crops."""
+    c = FaceCropper()
+    fer = sorted((DATA / "fer2013" / "validation").glob("*/*"))[::40]
+    fer_shares = [s for s in (_face_share(c, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) for p in fer) if s]
+    crop_shares = [_face_share(c, c.crop(f)[..., 0]) for f in _some_frames(TALK6)]
+    assert len(fer_shares) > 0.7 * len(fer) and all(crop_shares)
+    assert abs(np.median(crop_shares) - np.median(fer_shares)) < 0.08, (np.median(crop_shares), np.median(fer_shares))
+
 def test_a_frame_without_a_face_gives_its_centre_square():
     c = FaceCropper()
     y, x = np.mgrid[0:240, 0:320]
