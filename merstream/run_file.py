@@ -231,6 +231,12 @@ def score_job(
                 on_progress(t)
         engine.end_video()
     feed_audio(float("inf"))
+    while job.pending is not None and not job.pending.done():  # an audio-only file (or the windows after
+        if not engine.encode_ahead(limit=batch):  # the last frame): encode their audio while the words come
+            break
+        if on_progress and not job.info.has_video:
+            t = window_at(engine.encoded_ahead, stream.window, stream.hop).end
+            on_progress(min(t, job.info.duration) if job.info.duration > 0 else t)
     _take_words(job, engine)
     yield from engine.process_iter()
     frame_end = last_t + (1.0 / job.info.fps if job.info.fps else 0.0) if job.info.has_video else 0.0

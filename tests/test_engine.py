@@ -274,6 +274,42 @@ def test_file_transcribed_in_the_background_gives_the_sequential_result(tiny_mod
     assert e_ovl.counters == e_seq.counters
 
 
+
+def test_audio_only_file_encodes_its_audio_while_the_words_are_made(tiny_model, tmp_path):
+    """An audio-only file has no frames to decode while faster-whisper runs: its windows' audio is
+    encoded meanwhile (progress follows it), and the timeline and counters equal the sequential run's."""
+    import subprocess
+
+    from merstream.run_file import make_engine, prepare, score_job
+
+    m4a = tmp_path / "talk6.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(TALK6), "-vn", "-c:a", "copy", str(m4a)], check=True)
+    scorer = TorchScorer(tiny_model)
+    late = LateTranscriber(release_at=11.5)
+    runs, seen = {}, []
+    for overlap in (False, True):
+        if overlap:
+            late.released.clear()  # held back until the audio up to 11.5 s has been encoded
+        else:
+            late.released.set()
+        job = prepare(str(m4a), scorer, late, on_note=lambda m: None, overlap=overlap)
+        assert not job.info.has_video and (job.pending is not None) == overlap
+        engine = make_engine(job, scorer, StreamConfig())
+
+        def progress(t):
+            seen.append((overlap, t))
+            late.progress(t)
+
+        runs[overlap] = (list(score_job(str(m4a), job, engine, on_progress=progress)), engine)
+    (seq, e_seq), (ovl, e_ovl) = runs[False], runs[True]
+    assert e_ovl.encoded_ahead == 10 and e_seq.encoded_ahead == -1  # all but the last, partial window; none
+    assert [t for o, t in seen if o][:2] == [9.0, 12.0]  # 8 windows, then the other 3 full ones
+    assert len(ovl) == len(seq) == 12 and "jacket" in ovl[0].text and ovl[0].modalities == "LA"
+    for a, b in zip(seq, ovl):
+        assert (a.start, a.end, a.text, a.segments, a.modalities) == (b.start, b.end, b.text, b.segments, b.modalities)
+        assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-5
+    assert e_ovl.counters == e_seq.counters
+
 def test_speaker_normalisation_is_applied_once_per_segment_batched_streamed_or_naive(tiny_cfg, talk6_media):
     """A model with ``speaker_mean``: the engine normalises each segment by the voice so far. Fed all
     at once (windows scored 8 per batch), streamed (a window at a time) or naive (every window
