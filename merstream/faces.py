@@ -8,8 +8,8 @@ uint8. A frame with no face found gives its centre square instead.
 
 The framing matches the FER2013 faces the default model learns from: the same cascade run again on
 FER2013 validation images finds a box of about 0.96 of the image side (median; 0.90-1.04 between the
-quartiles), and on these crops about 0.93, so the box is cut as it is (a 10 % margin on each side, used
-before 2026-11-24, showed faces at about 0.8 of the side, smaller than any the towers were trained on).
+quartiles), and on this module's crops of talk_6emotions.mp4 about 0.93, so the box is cut as it is (a
+10 % margin on each side, used before 2026-11-24, showed faces at about 0.76 of the side).
 """
 
 from __future__ import annotations
