@@ -172,7 +172,7 @@ def _offsets_of(samples: list[Sample], images, cfg: AudioConfig) -> np.ndarray:
     norms: dict[str, SpeakerNorm] = {}
     for s, x in zip(samples, images):
         norms.setdefault(speaker_of(s), SpeakerNorm(cfg)).update(x)
-    return np.stack([norms[speaker_of(s)].offset for s in samples]) if samples else np.zeros((0, cfg.image_size))
+    return np.stack([norms[speaker_of(s)].offset for s in samples]) if samples else np.zeros((0, cfg.image_size), np.float32)
 
 
 def speech_inputs(samples: list[Sample], waves: list[np.ndarray], mel: LogMelImage,
