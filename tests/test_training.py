@@ -296,3 +296,28 @@ def test_timeline_and_disagreement_checks_count_correctly(tmp_path):
     voice, face = np.array([0, 0, 0, 0, 3]), np.array([1, 1, 1, 1, 3])
     d = summarise(top2, voice, face)
     assert (d.pairs, d.voice_top1, d.face_top1, d.third_top1, d.both_in_top2, d.agreeing_top1) == (4, 0.5, 0.25, 0.25, 0.5, 1.0)
+
+
+def test_voice_probe_scores_both_voice_representations_on_real_clips(tmp_path):
+    """training.voice_probe end to end on a few real clips per label: the shipped model's audio tower
+    and the bundled faster-whisper encoder, every setting, plain and speaker-centred."""
+    from training.voice_probe import centre, main, probe
+
+    out = tmp_path / "probe.json"
+    assert main(["--per-label", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["embedding"], r["setting"], r["centred"]) for r in rows} == {
+        (e, s, c) for e in ("merstream audio tower", "whisper tiny.en encoder")
+        for s in ("validation speakers", "CREMA-D 1001") for c in (False, True)}
+    for r in rows:
+        assert 0.0 <= r["balanced_accuracy"] <= 1.0
+        if r["setting"] == "CREMA-D 1001":
+            assert r["n"] == 6 and len(r["predictions"]) == 6
+        else:
+            assert r["predictions"] is None and r["n"] == 2 * 6 * 2  # 2 per label, RAVDESS + EmoDB validation
+    # the probe itself: separable classes are separated; centring removes each speaker's mean
+    x = np.concatenate([np.random.default_rng(0).normal(size=(20, 4)) + 3 * np.eye(4)[k] for k in range(3)])
+    y = np.repeat(np.arange(3), 20)
+    assert (probe(x, y, x, 3).argmax(1) == y).mean() > 0.9
+    c = centre(x, ["a"] * 30 + ["b"] * 30)
+    assert np.allclose(c[:30].mean(0), 0, atol=1e-9) and np.allclose(c[30:].mean(0), 0, atol=1e-9)
