@@ -277,6 +277,12 @@ def test_dataset_normalises_each_speaker_by_all_of_their_clips():
     assert not np.allclose(ds.offsets[0], ds.offsets[3])  # the lone clip: its own estimate
     plain = D.clip_spectrograms(D.read_waveform(crema[1], 16000), ds.mel)[: ds.max_segments]
     assert torch.allclose(ds[1]["spectrograms"], plain + torch.from_numpy(ds.offsets[1])[None, None, :, None])
+    assert all(ds[i]["spectrograms"].shape[1:] == (3, 224, 224) for i in range(4)) and not ds._spectrograms  # decoded once
+    # the reference a build stores as speaker_mean: the average over speakers, not over clips
+    from merstream.model.spectrogram import voiced_columns
+    images = [D.clip_spectrograms(D.read_waveform(s, 16000), ds.mel).numpy() for s in crema + [lone]]
+    actor = np.concatenate([voiced_columns(x) for x in images[:3]]).mean(0)
+    assert np.allclose(D.speaker_reference(crema + [lone], images), (actor + voiced_columns(images[3]).mean(0)) / 2, atol=1e-5)
 
 
 def test_timeline_and_disagreement_checks_count_correctly(tmp_path):

@@ -294,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     model = MerClip(cfg)
     size = model.image_size
     mel = LogMelImage(cfg.audio)
+    images = {sp: [D.clip_spectrograms(w, mel).numpy() for w in waves[sp]] for sp in speech} if args.speaker_norm else {}
     if args.speaker_norm:
-        cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], waves["train"], mel)]
-    spk = {sp: D.speaker_offsets(speech[sp], waves[sp], mel, cfg.audio) for sp in speech}  # zeros when off
+        cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], images["train"])]
+    spk = {sp: D.offsets_from_images(speech[sp], images.get(sp, ()), cfg.audio) for sp in speech}  # zeros when off
+    del images
     toks = {sp: model.tokenize([s.text for s in v]) for sp, v in text.items()}
     acted = sorted({s.text for s in speech["train"]})
     acted_tok = model.tokenize(acted)

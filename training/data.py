@@ -140,8 +140,12 @@ def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None)
 def clip_spectrograms(wave: np.ndarray, mel: LogMelImage, offset: np.ndarray | None = None) -> torch.Tensor:
     """All 2 s segments of a clip -> [A, 3, S, S] log-Mel images (as the runtime cuts windows);
     ``offset`` [S]: the clip's speaker normalisation (``speaker_offsets``), added to every image row."""
-    img = torch.from_numpy(mel(segments(wave, mel.segment_samples)))
-    return img if offset is None else img + torch.from_numpy(offset)[None, None, :, None]
+    return with_offset(torch.from_numpy(mel(segments(wave, mel.segment_samples))), offset)
+
+
+def with_offset(images: torch.Tensor, offset: np.ndarray | None) -> torch.Tensor:
+    """[A, 3, S, S] log-Mel images with a speaker offset [S] added to every row (unchanged when None)."""
+    return images if offset is None else images + torch.from_numpy(np.asarray(offset, np.float32))[None, None, :, None]
 
 
 def speaker_of(s: Sample) -> str:
@@ -149,12 +153,13 @@ def speaker_of(s: Sample) -> str:
     return s.speaker or s.id
 
 
-def speaker_reference(samples: list[Sample], waves: list[np.ndarray], mel: LogMelImage) -> np.ndarray:
+def speaker_reference(samples: list[Sample], images) -> np.ndarray:
     """[S] the average over speakers of each speaker's mean voiced log-Mel column (training data):
-    ``AudioConfig.speaker_mean`` for speaker normalisation."""
+    ``AudioConfig.speaker_mean`` for speaker normalisation. ``images``: each clip's [A, 3, S, S]
+    log-Mel images (``clip_spectrograms``), in the order of ``samples``."""
     by: dict[str, list[np.ndarray]] = {}
-    for s, w in zip(samples, waves):
-        by.setdefault(speaker_of(s), []).append(voiced_columns(clip_spectrograms(w, mel).numpy()))
+    for s, x in zip(samples, images):
+        by.setdefault(speaker_of(s), []).append(voiced_columns(x))
     return np.stack([np.concatenate(v).mean(axis=0) for v in by.values()]).mean(axis=0).astype(np.float32)
 
 
@@ -162,11 +167,11 @@ def speaker_offsets(samples: list[Sample], waves, mel: LogMelImage, cfg: AudioCo
     """[N, S] per clip: what speaker normalisation adds to each row of the clip's log-Mel images,
     the speaker estimated from all of their clips here (``SpeakerNorm``, as the runtime does); zeros
     when ``cfg.speaker_mean`` is not set. ``waves`` may be any iterable (read once, in order)."""
-    return _offsets_of(samples, (clip_spectrograms(w, mel).numpy() for w in waves), cfg)
+    return offsets_from_images(samples, (clip_spectrograms(w, mel).numpy() for w in waves), cfg)
 
 
-def _offsets_of(samples: list[Sample], images, cfg: AudioConfig) -> np.ndarray:
-    """``speaker_offsets`` from each clip's log-Mel images (an iterable, not read when off)."""
+def offsets_from_images(samples: list[Sample], images, cfg: AudioConfig) -> np.ndarray:
+    """``speaker_offsets`` from each clip's log-Mel images (an iterable, read in order; not read when off)."""
     if cfg.speaker_mean is None:
         return np.zeros((len(samples), cfg.image_size), np.float32)
     norms: dict[str, SpeakerNorm] = {}
@@ -182,5 +187,5 @@ def speech_inputs(samples: list[Sample], waves: list[np.ndarray], mel: LogMelIma
     specs = [clip_spectrograms(w, mel) for w in waves]
     if cfg.speaker_mean is None:
         return specs
-    offsets = _offsets_of(samples, (x.numpy() for x in specs), cfg)  # the images made once
-    return [x + torch.from_numpy(o)[None, None, :, None] for x, o in zip(specs, offsets)]
+    offsets = offsets_from_images(samples, (x.numpy() for x in specs), cfg)  # the images made once
+    return [with_offset(x, o) for x, o in zip(specs, offsets)]

@@ -53,11 +53,18 @@ class ManifestDataset(Dataset):
         self._cache: dict[int, dict] = {}
         self.prep = FramePrep(image_size, cfg.face_crop)
         self.offsets: dict[int, np.ndarray] = {}
+        self._spectrograms: dict[int, torch.Tensor] = {}  # made for the offsets, used once by _load
         if cfg.audio.speaker_mean is not None and "A" in self.mods:  # speaker normalisation: all clips first
             idx = [i for i, s in enumerate(samples) if "A" in s.modalities and (s.audio or s.video)]
-            sub = [samples[i] for i in idx]
-            waves = (D.read_waveform(s, cfg.audio.sample_rate) for s in sub)  # one at a time
-            self.offsets = dict(zip(idx, D.speaker_offsets(sub, waves, self.mel, cfg.audio)))
+            self.offsets = dict(zip(idx, D.offsets_from_images([samples[i] for i in idx], self._images(idx), cfg.audio)))
+
+    def _images(self, idx: list[int]):
+        """Each clip's log-Mel images in turn (all segments, for its speaker's estimate); the first
+        ``max_segments`` are kept for ``_load`` so that no clip is decoded twice."""
+        for i in idx:
+            x = D.clip_spectrograms(D.read_waveform(self.samples[i], self.cfg.audio.sample_rate), self.mel)
+            self._spectrograms[i] = x[: self.max_segments]
+            yield x.numpy()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,8 +79,10 @@ class ManifestDataset(Dataset):
             frames = np.stack(D.read_frames(s, self.cfg.num_frames, self.prep.side))
             item["frames"] = D.frames_to_input(frames, self.prep)
         if "A" in use and (s.audio or s.video):
-            wave = D.read_waveform(s, self.cfg.audio.sample_rate)
-            item["spectrograms"] = D.clip_spectrograms(wave, self.mel, self.offsets.get(i))[: self.max_segments]
+            plain = self._spectrograms.pop(i, None)
+            if plain is None:
+                plain = D.clip_spectrograms(D.read_waveform(s, self.cfg.audio.sample_rate), self.mel)[: self.max_segments]
+            item["spectrograms"] = D.with_offset(plain, self.offsets.get(i))
         if "L" in use and s.text:
             item["tokens"] = text_tokens([s.text], self.context_length)[0]
         if not any(k in item for k in ("frames", "spectrograms", "tokens")):
