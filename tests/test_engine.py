@@ -29,6 +29,12 @@ def test_window_count_covers_the_media(duration, expected):
     assert window_count(duration, 2.0, 1.0) == expected
 
 
+def test_no_window_starts_after_the_media_when_hop_exceeds_window():
+    assert window_count(1.894, 1.0, 2.0) == 1  # a second window would start at 2.0, past the end
+    assert window_count(4.5, 0.5, 2.0) == 3  # starts 0, 2, 4
+    assert window_count(4.0, 0.5, 2.0) == 2
+
+
 def test_words_fall_in_windows_by_midpoint():
     words = [Word(0.1, 0.5, "a"), Word(1.8, 2.4, "b"), Word(3.0, 3.2, "c")]
     assert words_in(words, 0.0, 2.0) == "a"

@@ -37,10 +37,12 @@ def window_at(index: int, window: float, hop: float) -> Window:
 
 
 def window_count(duration: float, window: float, hop: float) -> int:
-    """Windows needed to cover ``duration`` s: starts 0, hop, ... < max(duration - window, 0) + hop."""
+    """Windows needed to cover ``duration`` s: starts 0, hop, ... < max(duration - window, 0) + hop,
+    and never one that starts at or after the end (possible when hop > window)."""
     if duration <= 0:
         return 0
-    return max(1, math.ceil((max(duration - window, 0.0) + hop) / hop - EPS))
+    covering = math.ceil((max(duration - window, 0.0) + hop) / hop - EPS)
+    return max(1, min(covering, math.ceil(duration / hop - EPS)))
 
 
 def words_in(words: list[Word], start: float, end: float, left_context: float = 0.0) -> str:
