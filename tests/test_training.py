@@ -252,6 +252,31 @@ def test_paper_config_one_step_on_vit_b32():
     assert all(torch.equal(v, model.label_encoder.text.state_dict()[k]) for k, v in frozen.items())
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "training" / "configs").glob("*.json")))
+def test_every_shipped_training_config_builds_and_scores_a_real_clip(name):
+    """Each config in training/configs (random weights) builds its model and scores a CREMA-D clip's
+    frame and audio: small.json once asked for 96 px log-Mel images that merstream-small's 64 px towers cannot take."""
+    from training.train import build_model
+
+    cfg = TrainConfig.load(ROOT / "training" / "configs" / name)
+    cfg.model.pretrained = None
+    cfg.model.num_frames = 1
+    model = build_model(cfg).eval()
+    clip = sources.crema_d(DATA / "crema_d")[:1]
+    clip[0].labels = [cfg.model.labels[0]]  # each config names its labels its own way
+    ds = ManifestDataset(clip, cfg.model, model.image_size, model.context_length, max_segments=1)
+    with torch.no_grad():
+        sim = model(**model_inputs(collate([ds[0]]), "cpu"))
+    assert sim.shape == (1, len(cfg.model.labels)) and torch.isfinite(sim).all()
+
+
+def test_a_config_whose_audio_images_do_not_fit_the_towers_is_refused():
+    from merstream.config import AudioConfig, ModelConfig
+
+    with pytest.raises(MerstreamError, match="audio.image_size is 96 .* take 64 px"):
+        MerClip(ModelConfig(clip="merstream-small", audio=AudioConfig(n_mels=96, image_size=96)))
+
+
 def test_training_with_vega_switched_on(tmp_path):
     from training.train import train
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import MerstreamError
 from .decoder import CrossModalDecoder
 from .prompts import PromptLabelEncoder, prompt_tokens, text_tokens
 from .towers import TextTower, build_clip, clip_model_config, image_size, vision_tower
@@ -33,6 +34,9 @@ class MerClip(nn.Module):
         self.image_size = image_size(clip_cfg)
         self.context_length = int(clip.positional_embedding.shape[0])
         mods = cfg.modalities
+        if "A" in mods and cfg.audio.image_size != self.image_size:
+            raise MerstreamError(f"config: audio.image_size is {cfg.audio.image_size} but the {cfg.clip!r} towers take "
+                                 f"{self.image_size} px images; set audio.image_size (and n_mels) to {self.image_size}")
         self.vision = vision_tower(clip) if "V" in mods else None
         self.audio = vision_tower(clip) if "A" in mods else None  # initialised from image weights
         self.text = TextTower(clip) if "L" in mods else None
