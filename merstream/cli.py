@@ -189,6 +189,11 @@ def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def _command() -> str | None:
+    """The subcommand on the command line (``file``, ``train``, ...), if any."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+
+
 def main() -> None:
     """Entry point: every MerstreamError (and a few library errors) is one line and exit 1."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -215,8 +220,15 @@ def main() -> None:
         sys.exit(1)
     except (KeyboardInterrupt, Interrupted) as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        console.print(f"interrupted ({signal.Signals(signum).name}): every window scored so far is in the timeline")
+        kept = {"file": ": every window scored so far is in the timeline",
+                "live": ": every window scored so far is in the timeline",
+                "train": ": history.json and last.pt hold the last finished epoch (--resume continues)"}
+        console.print(f"interrupted ({signal.Signals(signum).name}){kept.get(_command(), '')}")
         sys.exit(128 + signum)
+    except OSError as e:  # the file system said no (permissions, a directory where a file goes, ...)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        console.print(f"[bold red]error:[/] {e.strerror or e}{where}", soft_wrap=True)
+        sys.exit(1)
     except Exception as e:  # a bug: still one line, traceback on request
         if os.environ.get("MERSTREAM_DEBUG"):
             raise

@@ -48,7 +48,7 @@ def eval_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="Checkpoint directory or .safetensors file."),
     manifest: Path = typer.Option(..., "--manifest", help="Dataset manifest (JSONL or CSV)."),
     split: str = typer.Option("test", "--split", help="train, val, test or all."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: MODEL/eval-<manifest>-<split>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: eval-<manifest>-<split> in the model's directory)."),
 ) -> None:
     """Evaluate a checkpoint: metrics table, report.json and confusion.png."""
     if split not in ("train", "val", "test", "all"):

@@ -88,6 +88,8 @@ class ModelConfig:
             raise MerstreamError(
                 f"config: fusion_order must be 1-3 distinct modalities of L, V, A, got {self.fusion_order}"
             )
+        if not isinstance(self.labels, list) or not all(isinstance(x, str) and x.strip() for x in self.labels):
+            raise MerstreamError(f"config: labels must be a list of label names, got {self.labels!r}")
         if not self.labels:
             raise MerstreamError("config: labels must not be empty")
         if not (isinstance(self.num_frames, int) and self.num_frames > 0):

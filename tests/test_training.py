@@ -138,6 +138,39 @@ def test_train_and_eval_cli_end_to_end(tmp_path):
     assert sum(map(sum, rep["single"]["confusion"])) == 3
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
     del before
+    # a weights file as --model: the report goes beside it (it once tried MODEL.safetensors/eval-...)
+    r = runner.invoke(app, ["eval", "--model", str(out / "best" / "model.safetensors"), "--manifest", str(manifest)])
+    assert r.exit_code == 0, r.output
+    assert (out / "best" / "eval-small-test" / "report.json").exists()
+    # a truncated last.pt (an interrupted save before saves were atomic): one line, not a torch traceback
+    (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:5000])
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--manifest", str(manifest), "--out", str(out),
+                            "--resume", "--epochs", "3"])
+    assert r.exit_code != 0 and "cannot read" in r.output and "last.pt" in r.output and "Traceback" not in r.output
+    assert not list(out.glob("*.tmp"))
+
+
+def test_training_config_mistakes_are_one_line_errors(tmp_path):
+    for optim, msg in (({"epochs": -1}, "optim.epochs"), ({"lr": -1.0}, "optim.lr"), ({"batch_size": 0}, "optim.batch_size"),
+                       ({"lrr": 1e-3}, r"unknown keys in optim: \['lrr'\]")):
+        d = tiny_train_config()
+        d["optim"].update(optim)
+        with pytest.raises(MerstreamError, match=msg):
+            TrainConfig.from_dict(d)
+    d = tiny_train_config()
+    d["model"]["labels"] = "happy"
+    with pytest.raises(MerstreamError, match="labels must be a list"):
+        TrainConfig.from_dict(d)
+    # a run directory that cannot be made fails at once, as one line from the installed command
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(tiny_train_config()))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    p = subprocess.run([sys.executable, "-m", "merstream", "train", "-c", str(cfg), "--manifest",
+                        str(write_manifest(real_samples(), tmp_path / "m.jsonl")), "-o", str(blocker / "run")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = (p.stdout + p.stderr).strip()
+    assert p.returncode == 1 and out.startswith("error:") and str(blocker) in out and len(out.splitlines()) == 1, out
 
 
 def test_ddp_two_processes_on_cpu_with_bf16_autocast(tmp_path):

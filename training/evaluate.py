@@ -60,11 +60,12 @@ def evaluate(model_path: str | Path, manifest: str | Path, split: str = "test", 
     if not chosen:
         present = sorted({s.split for s in samples})
         raise MerstreamError(f"manifest {manifest} has no '{split}' samples (splits: {', '.join(present)})")
+    home = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent  # a .safetensors file: beside it
+    out = Path(out) if out else home / f"eval-{Path(manifest).stem}-{split}"
+    out.mkdir(parents=True, exist_ok=True)  # before the prediction pass, so an unwritable place fails first
     ds = ManifestDataset(chosen, model.cfg, model.image_size, model.context_length)
     probs, tg = predict(model, ds, batch_size)
     rep = report_for(f"{Path(manifest).stem}:{split}", probs, tg, model.cfg)
-    out = Path(out) if out else Path(model_path) / f"eval-{Path(manifest).stem}-{split}"
-    out.mkdir(parents=True, exist_ok=True)
     jp = save_reports([rep], out / "report.json")
     png = None
     if rep.single is not None:

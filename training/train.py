@@ -50,6 +50,16 @@ class OptimConfig:
     grad_clip: float = 1.0
     max_steps_per_epoch: int | None = None  # cap (smoke tests); None = full epoch
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise MerstreamError(f"optim.epochs must be an integer >= 1, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise MerstreamError(f"optim.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and self.weight_decay >= 0):
+            raise MerstreamError(f"optim.lr must be > 0 and weight_decay >= 0, got {self.lr!r}, {self.weight_decay!r}")
+        if self.max_steps_per_epoch is not None and not self.max_steps_per_epoch >= 1:
+            raise MerstreamError(f"optim.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch!r}")
+
 
 @dataclass
 class TrainConfig:
@@ -77,6 +87,10 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise MerstreamError(f"{where}: unknown keys {unknown}")
+        for part, kind in (("optim", OptimConfig), ("vega", VegaConfig)):
+            extra = sorted(set(d.get(part) or {}) - set(kind.__dataclass_fields__))
+            if extra:
+                raise MerstreamError(f"{where}: unknown keys in {part}: {extra}")
         try:
             model = ModelConfig.from_dict(d.pop("model", {}))
             optim = OptimConfig(**d.pop("optim", {}))
@@ -192,6 +206,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     from .evaluate import predict, report_for
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable run directory fails now, not after the data is read
     rank, local, world = distributed()
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     if cfg.threads:
@@ -235,7 +250,11 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     if resume:
         if not last.exists():
             raise MerstreamError(f"--resume: no {last} to resume from")
-        st = torch.load(last, map_location=device, weights_only=False)
+        try:
+            st = torch.load(last, map_location=device, weights_only=False)
+        except Exception as e:  # truncated or not a checkpoint
+            raise MerstreamError(f"--resume: cannot read {last} ({type(e).__name__}); "
+                                 "delete it to start over") from None
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optim"])
         if heads is not None and st.get("heads"):
@@ -249,7 +268,6 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                 "ranks reuse them in turn")
         torch.set_rng_state(rngs[rank % len(rngs)].cpu())
         log(f"resumed from {last} at epoch {start_epoch}")
-    out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -297,11 +315,13 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                     best_epoch = epoch + 1
                 log(f"epoch {epoch + 1}: " + json.dumps({k: v for k, v in entry.items() if k != "val"})
                     + (f" val {json.dumps(entry['val'])}" if "val" in entry else ""))
+                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                partial = last.with_suffix(".pt.tmp")  # replaced in one step: an interrupt leaves the old last.pt
                 torch.save({"model": model.state_dict(), "optim": opt.state_dict(),
                             "heads": heads.state_dict() if heads else None, "epoch": epoch + 1, "best": best,
                             "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
-                            "torch_rng": rngs}, last)
-                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                            "torch_rng": rngs}, partial)
+                os.replace(partial, last)
     if world > 1:
         sums = replicas_in_sync(train_step.module, world)
         if rank == 0:
