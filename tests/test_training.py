@@ -367,6 +367,7 @@ def test_voice_probe_scores_both_voice_representations_on_real_clips(tmp_path):
     and the bundled faster-whisper encoder, every setting, plain and speaker-centred."""
     from training.voice_probe import centre, main, probe
 
+    assert main(["--per-label", "0"]) == 2 and main(["--json", str(tmp_path)]) == 2  # refused before any work
     out = tmp_path / "probe.json"
     assert main(["--per-label", "2", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())

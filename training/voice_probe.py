@@ -146,14 +146,19 @@ def load_samples(data: Path, labels: list[str], per_label: int | None) -> list[S
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
     ap.add_argument("--asr-model", default="tiny.en", help="faster-whisper model whose encoder is compared")
     ap.add_argument("--per-label", type=int, default=None, help="at most N clips per label, corpus and split (quick runs)")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args(argv)
+    if a.per_label is not None and a.per_label < 1:
+        print("error: --per-label must be >= 1", file=sys.stderr)
+        return 2
     try:
+        if a.json:  # an unwritable report path fails now, not after the run
+            Path(a.json).open("w").close()
         model = load_checkpoint(a.model).float().eval()
         labels = list(model.cfg.labels)
         samples = load_samples(Path(a.data).resolve(), labels, a.per_label)
@@ -162,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"whisper {a.asr_model} encoder": whisper_embeddings(waves, a.asr_model)}, samples, labels)
     except MerstreamError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
         return 2
     crema = [s.labels[0] for s in samples if s.source == "crema_d"]
     print(f"{'embedding':<28} {'setting':<22} {'centred':<8} {'n':>5} {'top-1':>6} {'bal.acc':>7}  CREMA-D (intended -> probe)")
