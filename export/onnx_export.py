@@ -32,6 +32,7 @@ import torch
 from merstream.errors import MerstreamError
 from merstream.model.mer_clip import MerClip
 from merstream.onnx_manifest import MANIFEST, MODES, PRECISIONS, read_manifest, write_manifest
+from merstream.scorer import check_labels
 
 from .graphs import AudioGraph, HeadGraph, LabelEncoderGraph, TextGraph, VisionGraph, ZeroShotHeadGraph
 from .parity import PrecisionReport, ParityReport, check_parity, compare_scores, parity_inputs
@@ -213,6 +214,9 @@ def export_model(
     labels = list(labels or model.cfg.labels)
     if not model.use_le and mode == "mer-clip" and labels != list(model.cfg.labels):
         raise MerstreamError("this model has no label encoder (ablation no_le): its labels are fixed, --labels cannot change them")
+    check_labels(labels, "sentiment" if mode == "zero-shot" else model.cfg.task, model.use_le)  # before any export work
+    if check and not tol > 0:
+        raise MerstreamError(f"--tol must be > 0 (got {tol:g})")
     names = graph_names(model, mode)
     if graphs is not None:
         unknown = [g for g in graphs if g not in names]
@@ -277,6 +281,8 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
     if check:
         step("parity check: torch vs onnxruntime at batch 1 and 5")
         result.parity = check_parity(_torch_scorer(model, mode, labels), _onnx_scorer(out), parity_inputs(model, reference), tol)
+        if not result.parity.ok:
+            (out / MANIFEST).unlink()  # the graphs stay for inspection; without a manifest nothing scores with them
         result.parity.require()
         data["parity"] = result.parity.to_json()
         write_manifest(out, data)

@@ -195,6 +195,20 @@ def test_fp16_export_refused_without_cuda(tiny_model, tmp_path):
         OnnxScorer(tmp_path / "fp16")
 
 
+def test_failed_export_leaves_no_usable_export(tiny_model, tmp_path):
+    """A parity miss leaves the graphs for inspection but no manifest, so nothing scores with them;
+    label and tolerance mistakes are refused before any graph is written."""
+    with pytest.raises(MerstreamError, match="parity check failed"):
+        export_model(tiny_model, tmp_path / "miss", tol=1e-30)
+    assert list((tmp_path / "miss").glob("*.onnx")) and not (tmp_path / "miss" / "manifest.json").exists()
+    with pytest.raises(MerstreamError, match="manifest"):
+        OnnxScorer(tmp_path / "miss")
+    for kw, msg in (({"labels": ["a", "b"]}, "at least 3"), ({"tol": -1.0}, "--tol must be > 0")):
+        with pytest.raises(MerstreamError, match=msg):
+            export_model(tiny_model, tmp_path / "refused", **kw)
+        assert not (tmp_path / "refused").exists()
+
+
 def test_ablations_and_zero_shot_export(tmp_path):
     torch.manual_seed(1)
     no_le = MerClip(ModelConfig(clip="merstream-tiny", ablation="no_le", task="sentiment", labels=["negative", "positive"])).eval()
