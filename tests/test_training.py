@@ -356,6 +356,14 @@ def test_timeline_and_disagreement_checks_count_correctly(tmp_path):
     res = check(read_windows(f), [(0.0, 2.0, "happy"), (2.0, 4.0, "sad"), (4.0, 6.0, "sad")])
     assert [(r.predicted, r.windows, r.correct) for r in res] == [("happy", 1, True), ("sad", 2, True), (None, 0, False)]
     assert res[1].scores["happy"] == pytest.approx(0.35)
+    from training.timeline_check import main as timeline_main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for argv in ([str(empty)], [str(f), "--segments", "abc"], [str(f), "--segments", "5:1:happy"],
+                 [str(f), "--segments", "0:1:ecstatic"], [str(tmp_path)]):
+        assert timeline_main(argv) == 2, argv  # one-line errors, not a 0/6 or a traceback
+    assert timeline_main([str(f), "--segments", "0:2:happy,2:4:sad"]) == 0
     top2 = np.array([[0, 1], [1, 0], [2, 0], [0, 2], [3, 3]])
     voice, face = np.array([0, 0, 0, 0, 3]), np.array([1, 1, 1, 1, 3])
     d = summarise(top2, voice, face)

@@ -44,10 +44,18 @@ def read_windows(path: str | Path) -> list[dict]:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise MerstreamError(f"cannot read timeline {p}: {e}") from None
-    for line in lines:
-        d = json.loads(line)
-        if "start" in d and "scores" in d:
+    for n, line in enumerate(lines, 1):
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MerstreamError(f"{p} line {n} is not JSON ({e.msg}): is it a timeline from merstream file?") from None
+        if isinstance(d, dict) and "start" in d and "scores" in d:
             rows.append(d)
+    if not rows:
+        raise MerstreamError(f"{p} holds no scored windows (a JSONL timeline from merstream file is expected)")
+    if p.name.endswith(".partial.jsonl"):
+        print(f"note: {p.name} is the timeline of an interrupted run: only the windows it holds are checked",
+              file=sys.stderr)
     return rows
 
 
@@ -67,9 +75,22 @@ def check(windows: list[dict], segments=TALK_6EMOTIONS) -> list[SegmentResult]:
 def parse_segments(spec: str):
     segs = []
     for part in spec.split(","):
-        a, b, label = part.split(":")
-        segs.append((float(a), float(b), label))
+        try:
+            a, b, label = part.split(":")
+            a, b = float(a), float(b)
+        except ValueError:
+            raise MerstreamError(f"--segments: {part!r} is not start:end:label (seconds, seconds, a label)") from None
+        if not (0 <= a < b) or not label.strip():
+            raise MerstreamError(f"--segments: {part!r} needs 0 <= start < end and a label")
+        segs.append((a, b, label.strip()))
     return segs
+
+
+def check_labels_known(windows: list[dict], segments) -> None:
+    known = set(windows[0]["scores"])
+    unknown = sorted({label for _, _, label in segments} - known)
+    if unknown:
+        raise MerstreamError(f"--segments: label(s) {', '.join(unknown)} not in the timeline's labels ({', '.join(sorted(known))})")
 
 
 def main(argv=None) -> int:
@@ -78,8 +99,11 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", help="start:end:label,... (default: talk_6emotions.mp4)")
     a = ap.parse_args(argv)
     try:
-        res = check(read_windows(a.timeline), parse_segments(a.segments) if a.segments else TALK_6EMOTIONS)
-    except (MerstreamError, ValueError) as e:
+        segments = parse_segments(a.segments) if a.segments else TALK_6EMOTIONS
+        windows = read_windows(a.timeline)
+        check_labels_known(windows, segments)
+        res = check(windows, segments)
+    except MerstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in res:
