@@ -273,6 +273,7 @@ def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_p
 def test_live_device_errors_are_one_line(tmp_path):
     p = run("live", "--camera", "7", "--no-mic", "--out", str(tmp_path))
     assert_one_line_error(p, "no camera at index 7")
+    assert "WARN" not in p.stderr and "ERROR:" not in p.stderr, p.stderr  # OpenCV's own log lines are silenced
     p = run("live", "--camera", "rtsp://127.0.0.1:1/stream", "--no-mic", "--out", str(tmp_path))
     assert_one_line_error(p, "cannot open stream rtsp://127.0.0.1:1/stream")
     nodev = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path), "PULSE_SERVER": "unix:/nonexistent"}

@@ -163,10 +163,7 @@ class CameraSource(VideoSource):
     def _capture(self):
         import cv2
 
-        try:
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        except Exception:
-            pass
+        cv2.setLogLevel(0)  # silent: a missing camera is reported as one merstream error, not OpenCV's log lines
         return cv2.VideoCapture(self.device)
 
     def open(self) -> None:

@@ -7,6 +7,7 @@ says how to pass a local file instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -43,7 +44,9 @@ def load_clip(arch, pretrained: str | None):
         try:
             open_clip.load_checkpoint(model, str(local))
         except Exception as e:  # torch.load / key errors: report one line
-            raise MerstreamError(f"cannot load CLIP weights from {local}: {str(e).splitlines()[0]}") from None
+            first = (str(e).splitlines() or [""])[0].split(". ")[0][:160]
+            raise MerstreamError(f"cannot load CLIP weights from {local}: not an open_clip weights file for "
+                                 f"{arch if isinstance(arch, str) else 'this architecture'} ({type(e).__name__}: {first})") from None
         return model
     if isinstance(arch, dict):
         raise MerstreamError(f"CLIP weights file not found: {pretrained}")
@@ -56,12 +59,14 @@ def load_clip(arch, pretrained: str | None):
 
     saved = hub_constants.HF_HUB_OFFLINE  # read by huggingface_hub at import: patch the constant
     hub_constants.HF_HUB_OFFLINE = True  # cache only, instant
+    logging.disable(logging.ERROR)  # open_clip logs a cache miss as an error line; it is not one here
     try:
         return open_clip.create_model(arch, pretrained=pretrained)
     except Exception:
         pass
     finally:
         hub_constants.HF_HUB_OFFLINE = saved
+        logging.disable(logging.NOTSET)
     if not hub_reachable():
         raise MerstreamError(
             f"cannot download CLIP weights {arch}/{pretrained}: no network (the model hub is unreachable). "
