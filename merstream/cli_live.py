@@ -76,6 +76,8 @@ def live_cmd(
         fail("--duration must be > 0 seconds")
     if no_camera and (show or record):
         fail("--show and --record need a video source (drop --no-camera)")
+    if record is not None:
+        Recorder.check_path(record)  # before any device opens or a timeline starts
     stream = StreamConfig(window=window, hop=hop)
     if text_deadline < 0:
         fail("--text-deadline must be >= 0 seconds")
@@ -211,8 +213,6 @@ def live_cmd(
     console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)", soft_wrap=True)
     if recorder is not None:
         console.print(f"video: {recorder.path} ({recorder.written} frames, {recorder.dropped} dropped)", soft_wrap=True)
-        if recorder.error:
-            note(recorder.error)
     if plot and writer.results:
         writer.plot(title=f"live: {what} — {scorer.name}")
         console.print(f"plot: {writer.png_path}", soft_wrap=True)
@@ -231,6 +231,8 @@ def live_cmd(
             console.print(f"  {lab}: top in {n} windows, mean {mean:.3f}", highlight=False)
     if error:
         fail(f"{error}; the timeline so far is kept in {writer.jsonl_path}")
+    if recorder is not None and recorder.error:
+        fail(f"{recorder.error}; the timeline is complete: {writer.jsonl_path}")
 
 
 def _s(x):

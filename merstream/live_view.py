@@ -125,12 +125,20 @@ class Recorder:
     (OpenCV VideoWriter, mp4v). Runs in its own thread; when it cannot keep up it drops frames
     (counted) instead of slowing the capture."""
 
+    @staticmethod
+    def check_path(path: Path) -> None:
+        """A video file OpenCV can make at ``path``: checked before a live run starts."""
+        path = Path(path)
+        if path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+            raise MerstreamError(f"--record: {path} must end in .mp4, .avi, .mkv or .mov")
+        if not path.parent.is_dir():
+            raise MerstreamError(f"--record: folder {path.parent} does not exist")
+        if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise MerstreamError(f"--record: cannot write {path}")
+
     def __init__(self, path: Path, fps: float | None):
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
-            raise MerstreamError(f"--record: {self.path} must end in .mp4, .avi, .mkv or .mov")
-        if not self.path.parent.exists():
-            raise MerstreamError(f"--record: folder {self.path.parent} does not exist")
+        self.check_path(self.path)
         self.fps = fps if fps and 1 <= fps <= 240 else 30.0
         self._q: queue.Queue = queue.Queue(maxsize=64)
         self.latest: WindowResult | None = None
