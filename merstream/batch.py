@@ -141,6 +141,22 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A Ray cluster address (``host:port`` or ``ray://host:port``; ``auto`` is left to Ray) accepts connections."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise MerstreamError(f"--ray-address {address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        raise MerstreamError(f"no Ray cluster answers at {address} (cannot connect within {timeout:g} s)") from None
+
+
 def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers: int) -> Iterator[FileOutcome]:
     """The same per-file function as Ray tasks (a local Ray instance when no address is given)."""
     try:
@@ -148,6 +164,8 @@ def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers:
     except ImportError:
         raise MerstreamError("--ray needs Ray: pip install 'merstream[ray]' (or pip install ray)") from None
     if not ray.is_initialized():
+        if address:
+            check_reachable(address)  # ray.init would retry an unreachable address for minutes
         kwargs = {"address": address} if address else {"num_cpus": max(1, workers)}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     remote = ray.remote(num_cpus=1)(score_one)
@@ -157,4 +175,4 @@ def run_ray(files: list[Path], opts: BatchOptions, address: str | None, workers:
         yield ray.get(done[0])
 
 
-__all__ = ["BatchOptions", "FileOutcome", "expand_inputs", "run_local", "run_ray", "score_one"]
+__all__ = ["BatchOptions", "FileOutcome", "check_reachable", "expand_inputs", "run_local", "run_ray", "score_one"]

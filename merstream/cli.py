@@ -79,6 +79,8 @@ def file_cmd(
         StreamConfig(window=2.0 if window is None else window, hop=1.0 if hop is None else hop)  # validate early
     if backend not in ("auto", "torch", "onnx"):
         fail(f"--backend must be auto, torch or onnx (got {backend!r})")
+    if ray_address is not None and not ray:
+        fail("--ray-address needs --ray")
     from .batch import expand_inputs
     from .media import probe
 

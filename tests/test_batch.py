@@ -56,6 +56,15 @@ def test_ray_mode_on_one_machine(tiny_ckpt, tmp_path):
     assert len(windows(tmp_path / "1001_DFA_SAD_XX.jsonl")) == 2
 
 
+def test_unreachable_ray_cluster_is_one_line_error(tmp_path):
+    """An address nothing listens on fails in seconds (ray.init retried it for minutes)."""
+    from conftest import assert_one_line_error
+
+    p = run(str(CREMA / "1001_DFA_ANG_XX.flv"), "--ray", "--ray-address", "127.0.0.1:1", "--no-asr", "--out", str(tmp_path))
+    assert_one_line_error(p, "no Ray cluster answers at 127.0.0.1:1")
+    assert_one_line_error(run(str(CREMA / "1001_DFA_ANG_XX.flv"), "--ray-address", "127.0.0.1:1"), "--ray-address needs --ray")
+
+
 def test_glob_without_matches_is_one_line_error(tmp_path):
     p = run(str(tmp_path / "*.mp4"))
     assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("error: no files match")
