@@ -45,6 +45,8 @@ def resolve_asr_model(name: str) -> str:
         if not (p / "model.bin").exists():
             raise MerstreamError(f"ASR model directory {p} has no model.bin (expected a CTranslate2 faster-whisper model)")
         return str(p)
+    if "/" in name or "\\" in name or name.startswith((".", "~")):  # meant as a path, and there is nothing there
+        raise MerstreamError(f"ASR model directory not found: {p}")
     from .model.weights import hub_reachable
 
     if not hub_reachable():

@@ -41,7 +41,7 @@ def parse_labels(labels: Optional[str]) -> Optional[list[str]]:
         return None
     out = [x.strip() for x in labels.split(",") if x.strip()]
     if not out:
-        fail("--labels needs at least one label, comma-separated (e.g. 'happy,sad,angry')")
+        fail("--labels needs label names, comma-separated (e.g. 'happy,sad,angry')")
     return out
 
 

@@ -137,6 +137,7 @@ def test_bad_inputs_give_one_line_errors(media_dir, tmp_path, tiny_ckpt):
         (("file", str(TALK), "--window", "0"), "must be finite and > 0"),
         (("file", str(TALK), "--hop", "inf"), "must be finite and > 0"),
         (("file", str(TALK), "--labels", " , "), "--labels"),
+        (("file", str(TALK), "--model", str(tiny_ckpt), "--asr-model", str(media_dir / "no-asr")), "ASR model directory not found"),
     ]
     for args, needle in cases:
         assert_one_line_error(run(*args, "--out", str(tmp_path)), needle)
