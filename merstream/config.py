@@ -92,6 +92,9 @@ class ModelConfig:
             raise MerstreamError(f"config: labels must be a list of label names, got {self.labels!r}")
         if not self.labels:
             raise MerstreamError("config: labels must not be empty")
+        dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if dupes:
+            raise MerstreamError(f"config: duplicate labels {dupes}")
         if not (isinstance(self.num_frames, int) and self.num_frames > 0):
             raise MerstreamError(f"config: num_frames must be a positive integer, got {self.num_frames!r}")
         if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):

@@ -84,6 +84,15 @@ def test_manifest_roundtrip_and_errors(tmp_path):
     bad.write_text('{"id": "x", "labels": ["happy"]}\n')
     with pytest.raises(MerstreamError, match="no image, video, audio or text"):
         read_manifest(bad)
+    bad.write_text('{"id": "x", "labels": ["happy"], "text": "hi", "start": 5, "end": 1}\n')
+    with pytest.raises(MerstreamError, match=r"bad.jsonl:1: needs 0 <= start < end"):
+        read_manifest(bad)
+    csv_bad = tmp_path / "bad.csv"
+    csv_bad.write_text("id,labels,text\nx,happy,hi,extra\n")
+    with pytest.raises(MerstreamError, match=r"bad.csv:2: 4 fields, the header names 3"):
+        read_manifest(csv_bad)
+    with pytest.raises(MerstreamError, match="duplicate labels"):
+        TrainConfig.from_dict({"model": {"labels": ["happy", "sad", "happy"]}})
 
 
 # ---- a small real manifest -------------------------------------------------------------------------

@@ -85,6 +85,8 @@ def _from_dict(d: dict, where: str) -> Sample:
                 d[key] = float(d[key])
             except (TypeError, ValueError):
                 raise MerstreamError(f"{where}: {key} must be a number, got {d[key]!r}") from None
+    if d.get("start") is not None and d.get("end") is not None and not 0 <= d["start"] < d["end"]:
+        raise MerstreamError(f"{where}: needs 0 <= start < end, got start {d['start']:g}, end {d['end']:g}")
     for key in ("image", "video", "audio", "text", "speaker"):
         if d.get(key) == "":
             d[key] = None
@@ -101,7 +103,9 @@ def read_manifest(path: str | Path) -> list[Sample]:
         if p.suffix.lower() == ".csv":
             with p.open(newline="", encoding="utf-8") as f:
                 for i, row in enumerate(csv.DictReader(f), start=2):
-                    samples.append(_from_dict({k: v for k, v in row.items() if k is not None}, f"{p}:{i}"))
+                    if None in row:  # more fields than the header names
+                        raise MerstreamError(f"{p}:{i}: {len(row) - 1 + len(row[None])} fields, the header names {len(row) - 1}")
+                    samples.append(_from_dict(row, f"{p}:{i}"))
         else:
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():
