@@ -88,9 +88,12 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)  # never leave a half-written PNG under the final name
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)  # never leave a half-written PNG under the final name
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 

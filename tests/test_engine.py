@@ -373,3 +373,17 @@ def test_silence_does_not_move_the_speaker_estimate():
     assert norm.columns == cfg.speaker_prior_columns and np.allclose(norm.offset, 0)
     norm.update(mel(read_audio(TALK6)[16000:48000]))  # then speech
     assert norm.columns > cfg.speaker_prior_columns + 20 and np.abs(norm.offset).mean() > 0.01
+
+
+def test_a_plot_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    from merstream.engine.windows import WindowResult
+    from merstream.sinks import plot_timeline
+
+    rows = [WindowResult(index=0, start=0.0, end=2.0, scores={"happy": 0.7, "sad": 0.2}, labels=["happy"], top="happy",
+                         text="", modalities="VA", frames=12, segments=1)]
+    plot_timeline(rows, ["happy", "sad"], tmp_path / "ok.png")
+    assert (tmp_path / "ok.png").stat().st_size > 1000
+    (tmp_path / "talk.png").mkdir()  # a directory where the PNG goes
+    with pytest.raises(IsADirectoryError):
+        plot_timeline(rows, ["happy", "sad"], tmp_path / "talk.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "talk.png"]
