@@ -113,7 +113,8 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
         if audio is not None and len(audio) == 0:
             audio = None
     if audio is None:
-        notes.append("no audio track: scoring without the audio and language modalities")
+        notes.append(("the audio track holds no decodable audio" if info.has_audio else "no audio track")
+                     + ": scoring without the audio and language modalities")
     if not info.has_video:
         notes.append("no video track: scoring without the vision modality")
     words: list[Word] = []
