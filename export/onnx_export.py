@@ -168,14 +168,18 @@ def export_graph(
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+FAILED_MANIFEST = "manifest.failed.json"  # an export whose parity check failed: kept to inspect, never scored
+
+
 def prepare_dir(out: Path) -> None:
     """Create ``out``; an existing export there is replaced, any other non-empty dir refused."""
     if out.exists() and not out.is_dir():
         raise MerstreamError(f"--out {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).exists():
+        if not (out / MANIFEST).exists() and not (out / FAILED_MANIFEST).exists():
             raise MerstreamError(f"--out {out} is a non-empty directory that is not an ONNX export; choose an empty one")
-        (out / MANIFEST).unlink()  # from here on a half-written export reads as corrupt
+        for m in (MANIFEST, FAILED_MANIFEST):  # from here on a half-written export reads as corrupt
+            (out / m).unlink(missing_ok=True)
         for p in out.iterdir():
             if p.is_file() and p.suffix in (".onnx", ".npy", ".data"):
                 p.unlink()
@@ -281,8 +285,8 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
     if check:
         step("parity check: torch vs onnxruntime at batch 1 and 5")
         result.parity = check_parity(_torch_scorer(model, mode, labels), _onnx_scorer(out), parity_inputs(model, reference), tol)
-        if not result.parity.ok:
-            (out / MANIFEST).unlink()  # the graphs stay for inspection; without a manifest nothing scores with them
+        if not result.parity.ok:  # the graphs stay for inspection; without a manifest nothing scores with them
+            (out / MANIFEST).replace(out / FAILED_MANIFEST)
         result.parity.require()
         data["parity"] = result.parity.to_json()
         write_manifest(out, data)

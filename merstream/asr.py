@@ -45,8 +45,8 @@ def resolve_asr_model(name: str) -> str:
         if not (p / "model.bin").exists():
             raise MerstreamError(f"ASR model directory {p} has no model.bin (expected a CTranslate2 faster-whisper model)")
         return str(p)
-    if "/" in name or "\\" in name or name.startswith((".", "~")):  # meant as a path, and there is nothing there
-        raise MerstreamError(f"ASR model directory not found: {p}")
+    if name.startswith(("/", "./", "../", "~")) or "\\" in name or name.count("/") > 1:  # a path, not a hub id like org/name
+        raise MerstreamError(f"ASR model directory not found: {name}")
     from .model.weights import hub_reachable
 
     if not hub_reachable():

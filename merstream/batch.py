@@ -142,13 +142,14 @@ def _ignore_sigint() -> None:
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """A Ray cluster address (``host:port`` or ``ray://host:port``; ``auto`` is left to Ray) accepts connections."""
+    """A Ray cluster address (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray) accepts connections."""
     import socket
 
-    if address == "auto":
+    if address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
         raise MerstreamError(f"--ray-address {address!r} is not host:port (or ray://host:port, or auto)")
     try:

@@ -224,11 +224,14 @@ def main() -> None:
         signum = getattr(e, "signum", signal.SIGINT)
         kept = {"file": ": every window scored so far is in the timeline",
                 "live": ": every window scored so far is in the timeline",
-                "train": ": history.json and last.pt hold the last finished epoch (--resume continues)"}
+                "train": ": every finished epoch is in last.pt (--resume continues)"}
         console.print(f"interrupted ({signal.Signals(signum).name}){kept.get(_command(), '')}")
         sys.exit(128 + signum)
     except OSError as e:  # the file system said no (permissions, a directory where a file goes, ...)
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        if os.environ.get("MERSTREAM_DEBUG"):
+            raise
+        names = [str(f) for f in (getattr(e, "filename", None), getattr(e, "filename2", None)) if f]
+        where = f": {' -> '.join(names)}" if names else ""
         console.print(f"[bold red]error:[/] {e.strerror or e}{where}", soft_wrap=True)
         sys.exit(1)
     except Exception as e:  # a bug: still one line, traceback on request

@@ -203,6 +203,8 @@ def test_failed_export_leaves_no_usable_export(tiny_model, tmp_path):
     assert list((tmp_path / "miss").glob("*.onnx")) and not (tmp_path / "miss" / "manifest.json").exists()
     with pytest.raises(MerstreamError, match="manifest"):
         OnnxScorer(tmp_path / "miss")
+    assert export_model(tiny_model, tmp_path / "miss", check=False).directory == tmp_path / "miss"  # a retry may reuse it
+    assert not (tmp_path / "miss" / "manifest.failed.json").exists() and OnnxScorer(tmp_path / "miss").labels
     for kw, msg in (({"labels": ["a", "b"]}, "at least 3"), ({"tol": -1.0}, "--tol must be > 0")):
         with pytest.raises(MerstreamError, match=msg):
             export_model(tiny_model, tmp_path / "refused", **kw)

@@ -274,7 +274,8 @@ def test_live_device_errors_are_one_line(tmp_path):
     p = run("live", "--camera", "7", "--no-mic", "--out", str(tmp_path))
     assert_one_line_error(p, "no camera at index 7")
     assert "WARN" not in p.stderr and "ERROR:" not in p.stderr, p.stderr  # OpenCV's own log lines are silenced
-    for bad in ("out.txt", str(tmp_path / "none" / "a.mp4"), str(tmp_path)):
+    (tmp_path / "x.mp4").mkdir()
+    for bad in ("out.txt", str(tmp_path / "none" / "a.mp4"), str(tmp_path / "x.mp4")):
         p = run("live", "--camera", str(TALK), "--no-mic", "--record", bad, "--out", str(tmp_path / "tl"))
         assert_one_line_error(p, "--record")
     assert not (tmp_path / "tl").exists()  # refused before a timeline was started

@@ -63,7 +63,7 @@ class ManifestDataset(Dataset):
         ``max_segments`` are kept for ``_load`` so that no clip is decoded twice."""
         for i in idx:
             x = D.clip_spectrograms(D.read_waveform(self.samples[i], self.cfg.audio.sample_rate), self.mel)
-            self._spectrograms[i] = x[: self.max_segments]
+            self._spectrograms[i] = x[: self.max_segments].clone()  # not a view that keeps the whole clip
             yield x.numpy()
 
     def __len__(self) -> int:

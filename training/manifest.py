@@ -103,9 +103,9 @@ def read_manifest(path: str | Path) -> list[Sample]:
         if p.suffix.lower() == ".csv":
             with p.open(newline="", encoding="utf-8") as f:
                 for i, row in enumerate(csv.DictReader(f), start=2):
-                    if None in row:  # more fields than the header names
+                    if any(v.strip() for v in row.get(None, [])):  # more (non-empty) fields than the header names
                         raise MerstreamError(f"{p}:{i}: {len(row) - 1 + len(row[None])} fields, the header names {len(row) - 1}")
-                    samples.append(_from_dict(row, f"{p}:{i}"))
+                    samples.append(_from_dict({k: v for k, v in row.items() if k is not None}, f"{p}:{i}"))
         else:
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():

@@ -49,13 +49,13 @@ def read_windows(path: str | Path) -> list[dict]:
             d = json.loads(line)
         except json.JSONDecodeError as e:
             raise MerstreamError(f"{p} line {n} is not JSON ({e.msg}): is it a timeline from merstream file?") from None
-        if isinstance(d, dict) and "start" in d and "scores" in d:
-            rows.append(d)
+        if not (isinstance(d, dict) and "start" in d and "scores" in d):
+            continue  # the meta and end lines
+        if not (isinstance(d["start"], (int, float)) and isinstance(d.get("end"), (int, float)) and isinstance(d["scores"], dict)):
+            raise MerstreamError(f"{p} line {n}: a window needs numeric start and end and a scores object")
+        rows.append(d)
     if not rows:
         raise MerstreamError(f"{p} holds no scored windows (a JSONL timeline from merstream file is expected)")
-    if p.name.endswith(".partial.jsonl"):
-        print(f"note: {p.name} is the timeline of an interrupted run: only the windows it holds are checked",
-              file=sys.stderr)
     return rows
 
 
@@ -90,7 +90,7 @@ def check_labels_known(windows: list[dict], segments) -> None:
     known = set(windows[0]["scores"])
     unknown = sorted({label for _, _, label in segments} - known)
     if unknown:
-        raise MerstreamError(f"--segments: label(s) {', '.join(unknown)} not in the timeline's labels ({', '.join(sorted(known))})")
+        raise MerstreamError(f"segment label(s) {', '.join(unknown)} not in the timeline's labels ({', '.join(sorted(known))})")
 
 
 def main(argv=None) -> int:
@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     try:
         segments = parse_segments(a.segments) if a.segments else TALK_6EMOTIONS
         windows = read_windows(a.timeline)
+        if Path(a.timeline).name.endswith(".partial.jsonl"):
+            print("note: the timeline of an interrupted run: only the windows it holds are checked", file=sys.stderr)
         check_labels_known(windows, segments)
         res = check(windows, segments)
     except MerstreamError as e:

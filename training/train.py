@@ -51,6 +51,8 @@ class OptimConfig:
     max_steps_per_epoch: int | None = None  # cap (smoke tests); None = full epoch
 
     def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or isinstance(self.batch_size, bool) or isinstance(self.lr, bool):
+            raise MerstreamError("optim: epochs, batch_size and lr must be numbers, not true/false")
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise MerstreamError(f"optim.epochs must be an integer >= 1, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -252,8 +254,9 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
             raise MerstreamError(f"--resume: no {last} to resume from")
         try:
             st = torch.load(last, map_location=device, weights_only=False)
-        except Exception as e:  # truncated or not a checkpoint
-            raise MerstreamError(f"--resume: cannot read {last} ({type(e).__name__}); "
+        except Exception as e:  # truncated, not a checkpoint, or saved by an incompatible torch
+            first = (str(e).splitlines() or [""])[0][:160]
+            raise MerstreamError(f"--resume: cannot read {last} ({type(e).__name__}: {first}); if it is truncated, "
                                  "delete it to start over") from None
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optim"])
@@ -315,13 +318,16 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                     best_epoch = epoch + 1
                 log(f"epoch {epoch + 1}: " + json.dumps({k: v for k, v in entry.items() if k != "val"})
                     + (f" val {json.dumps(entry['val'])}" if "val" in entry else ""))
-                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
                 partial = last.with_suffix(".pt.tmp")  # replaced in one step: an interrupt leaves the old last.pt
-                torch.save({"model": model.state_dict(), "optim": opt.state_dict(),
-                            "heads": heads.state_dict() if heads else None, "epoch": epoch + 1, "best": best,
-                            "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
-                            "torch_rng": rngs}, partial)
-                os.replace(partial, last)
+                try:
+                    torch.save({"model": model.state_dict(), "optim": opt.state_dict(),
+                                "heads": heads.state_dict() if heads else None, "epoch": epoch + 1, "best": best,
+                                "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
+                                "torch_rng": rngs}, partial)
+                    os.replace(partial, last)
+                finally:
+                    partial.unlink(missing_ok=True)
+                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     if world > 1:
         sums = replicas_in_sync(train_step.module, world)
         if rank == 0:

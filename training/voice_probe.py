@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from merstream.models import DEFAULT_MODEL_DIR
 from . import data as D
 from .manifest import Sample
 from .metrics import single_label_scores
-from .sources import shared_emotion_sets
+from .sources import crema_d, emodb, ravdess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,24 +126,25 @@ def run_probes(embeddings: dict[str, np.ndarray], samples: list[Sample], labels:
                     continue
                 logits = probe(xs[tr], y[tr], xs[ev], len(labels))
                 pred = logits.argmax(1)
-                present = sorted(set(y[ev].tolist()))
-                sc = single_label_scores(logits[:, present], np.array([present.index(v) for v in y[ev]]))
+                sc = single_label_scores(logits, y[ev])
                 out.append(ProbeResult(name, setting, centred, len(ev), round(sc.top1, 3), round(sc.balanced_accuracy, 3),
                                        [labels[k] for k in pred] if setting.startswith("CREMA") else None))
     return out
 
 
 def load_samples(data: Path, labels: list[str], per_label: int | None) -> list[Sample]:
-    sets = shared_emotion_sets(data)
     out = []
-    for src in ("ravdess", "emodb"):
+    for speech in (ravdess(data / "ravdess"), emodb(data / "emodb")):
         for split in ("train", "val"):  # never the test speakers
             taken: dict[str, int] = {}
-            for s in sets[src]:
+            for s in speech:
                 if s.split == split and s.labels[0] in labels and taken.get(s.labels[0], 0) < (per_label or 10 ** 9):
                     taken[s.labels[0]] = taken.get(s.labels[0], 0) + 1
                     out.append(s)
-    return out + [s for s in sets["crema_d"] if s.labels[0] in labels]
+    crema = [s for s in crema_d(data / "crema_d") if s.labels[0] in labels]
+    if not out or not crema:
+        raise MerstreamError(f"the model's labels ({', '.join(labels)}) name none of the speech clips' emotions")
+    return out + crema
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if a.json:  # an unwritable report path fails now, not after the run
-            Path(a.json).open("w").close()
+            j = Path(a.json)
+            if j.is_dir() or not j.parent.is_dir() or not os.access(j.parent, os.W_OK):
+                raise MerstreamError(f"--json: cannot write {j}")
         model = load_checkpoint(a.model).float().eval()
         labels = list(model.cfg.labels)
         samples = load_samples(Path(a.data).resolve(), labels, a.per_label)
@@ -167,9 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                               f"whisper {a.asr_model} encoder": whisper_embeddings(waves, a.asr_model)}, samples, labels)
     except MerstreamError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
         return 2
     crema = [s.labels[0] for s in samples if s.source == "crema_d"]
     print(f"{'embedding':<28} {'setting':<22} {'centred':<8} {'n':>5} {'top-1':>6} {'bal.acc':>7}  CREMA-D (intended -> probe)")

@@ -35,8 +35,9 @@ class MerClip(nn.Module):
         self.context_length = int(clip.positional_embedding.shape[0])
         mods = cfg.modalities
         if "A" in mods and cfg.audio.image_size != self.image_size:
-            raise MerstreamError(f"config: audio.image_size is {cfg.audio.image_size} but the {cfg.clip!r} towers take "
-                                 f"{self.image_size} px images; set audio.image_size (and n_mels) to {self.image_size}")
+            arch = repr(cfg.clip) if isinstance(cfg.clip, str) else "configured"
+            raise MerstreamError(f"config: audio.image_size is {cfg.audio.image_size} but the {arch} towers take "
+                                 f"{self.image_size} px images; set audio.image_size to {self.image_size}")
         self.vision = vision_tower(clip) if "V" in mods else None
         self.audio = vision_tower(clip) if "A" in mods else None  # initialised from image weights
         self.text = TextTower(clip) if "L" in mods else None

@@ -59,6 +59,7 @@ def load_clip(arch, pretrained: str | None):
 
     saved = hub_constants.HF_HUB_OFFLINE  # read by huggingface_hub at import: patch the constant
     hub_constants.HF_HUB_OFFLINE = True  # cache only, instant
+    was_disabled = logging.root.manager.disable
     logging.disable(logging.ERROR)  # open_clip logs a cache miss as an error line; it is not one here
     try:
         return open_clip.create_model(arch, pretrained=pretrained)
@@ -66,7 +67,7 @@ def load_clip(arch, pretrained: str | None):
         pass
     finally:
         hub_constants.HF_HUB_OFFLINE = saved
-        logging.disable(logging.NOTSET)
+        logging.disable(was_disabled)
     if not hub_reachable():
         raise MerstreamError(
             f"cannot download CLIP weights {arch}/{pretrained}: no network (the model hub is unreachable). "
