@@ -205,12 +205,12 @@ def test_ddp_two_processes_on_cpu_with_bf16_autocast(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.json"), "--manifest", "x", "--out", "y"])
+    r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.json"), "--manifest", "x", "--out", str(tmp_path / "y")])
     assert r.exit_code != 0 and "training config not found" in r.output and "Traceback" not in r.output
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(tiny_train_config()))
-    r = runner.invoke(app, ["train", "--config", str(cfg), "--manifest", str(tmp_path / "m.jsonl"), "--out", "y"])
-    assert r.exit_code != 0 and "manifest not found" in r.output
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "y")])
+    assert r.exit_code != 0 and "manifest not found" in r.output and not (tmp_path / "y").exists()
     m = write_manifest([Sample(id="a", labels=["bored"], text="meh")], tmp_path / "m.jsonl")
     r = runner.invoke(app, ["train", "--config", str(cfg), "--manifest", str(m), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "not one of the model's labels" in r.output

@@ -208,7 +208,6 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     from .evaluate import predict, report_for
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)  # an unwritable run directory fails now, not after the data is read
     rank, local, world = distributed()
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     if cfg.threads:
@@ -218,6 +217,7 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
     train_s, val_s = split_of(samples, "train"), split_of(samples, "val")
     if not train_s:
         raise MerstreamError(f"manifest {manifest} has no 'train' samples")
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable run directory fails now, not after the data is decoded
     model = build_model(cfg).to(device)
     ds = ManifestDataset(train_s, cfg.model, model.image_size, model.context_length, cfg.max_segments)
     val_ds = ManifestDataset(val_s, cfg.model, model.image_size, model.context_length, cfg.max_segments) if val_s else None
