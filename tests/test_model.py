@@ -214,6 +214,8 @@ def test_checkpoint_round_trip(tiny_model, tmp_path):
     d = save_checkpoint(tiny_model, tmp_path / "ck")
     assert (d / "config.json").exists() and (d / "model.safetensors").exists()
     single = save_checkpoint(tiny_model, tmp_path / "one.safetensors")
+    save_checkpoint(tiny_model, tmp_path / "ck")  # saving over a checkpoint replaces it and leaves no temporary file
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["config.json", "model.safetensors", "one.safetensors"]
     x = _inputs(tiny_model)
     with torch.no_grad():
         ref = tiny_model(**x)

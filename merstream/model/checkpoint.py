@@ -8,6 +8,7 @@ and refuses weights that do not fit it, with a one-line message naming the first
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -31,12 +32,22 @@ def save_checkpoint(model: MerClip, path: str | Path, extra: dict | None = None)
         meta.update({k: json.dumps(v) for k, v in extra.items()})
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(path), metadata=meta)
+        _save_whole(state, path, meta)
         return path
     path.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path / "model.safetensors"), metadata=meta)
+    _save_whole(state, path / "model.safetensors", meta)
     model.cfg.save(path / "config.json")
     return path
+
+
+def _save_whole(state: dict, dst: Path, meta: dict) -> None:
+    """Weights replace ``dst`` in one step: an interrupted save leaves the previous file, not half of one."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _weights_file(path: Path) -> Path:
