@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from .atomic import replaced_whole
 from .engine.windows import WindowResult
 from .errors import MerstreamError
 
@@ -87,13 +88,11 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
     try:
-        fig.savefig(tmp)
-        tmp.replace(path)  # never leave a half-written PNG under the final name
+        with replaced_whole(path) as tmp:  # never a half-written PNG under the final name
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from merstream.atomic import replaced_whole
 from merstream.config import ModelConfig, read_json_object
 from merstream.errors import MerstreamError
 
@@ -318,15 +319,11 @@ def train(cfg: TrainConfig, manifest: str | Path, out: str | Path, resume: bool 
                     best_epoch = epoch + 1
                 log(f"epoch {epoch + 1}: " + json.dumps({k: v for k, v in entry.items() if k != "val"})
                     + (f" val {json.dumps(entry['val'])}" if "val" in entry else ""))
-                partial = last.with_suffix(".pt.tmp")  # replaced in one step: an interrupt leaves the old last.pt
-                try:
+                with replaced_whole(last) as partial:  # an interrupt leaves the previous last.pt
                     torch.save({"model": model.state_dict(), "optim": opt.state_dict(),
                                 "heads": heads.state_dict() if heads else None, "epoch": epoch + 1, "best": best,
                                 "best_epoch": best_epoch, "history": history, "gen": gen.get_state(),
                                 "torch_rng": rngs}, partial)
-                    os.replace(partial, last)
-                finally:
-                    partial.unlink(missing_ok=True)
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     if world > 1:
         sums = replicas_in_sync(train_step.module, world)

@@ -8,7 +8,6 @@ and refuses weights that do not fit it, with a one-line message naming the first
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from ..atomic import replaced_whole
 from ..config import ModelConfig
 from ..errors import MerstreamError
 from .mer_clip import MerClip
@@ -32,22 +32,14 @@ def save_checkpoint(model: MerClip, path: str | Path, extra: dict | None = None)
         meta.update({k: json.dumps(v) for k, v in extra.items()})
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save_whole(state, path, meta)
+        with replaced_whole(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
         return path
     path.mkdir(parents=True, exist_ok=True)
-    _save_whole(state, path / "model.safetensors", meta)
+    with replaced_whole(path / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata=meta)
     model.cfg.save(path / "config.json")
     return path
-
-
-def _save_whole(state: dict, dst: Path, meta: dict) -> None:
-    """Weights replace ``dst`` in one step: an interrupted save leaves the previous file, not half of one."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _weights_file(path: Path) -> Path:
