@@ -92,7 +92,7 @@ class ModelConfig:
             raise MerstreamError(f"config: labels must be a list of label names, got {self.labels!r}")
         if not self.labels:
             raise MerstreamError("config: labels must not be empty")
-        dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        dupes = duplicate_labels(self.labels)
         if dupes:
             raise MerstreamError(f"config: duplicate labels {dupes}")
         if not (isinstance(self.num_frames, int) and self.num_frames > 0):
@@ -121,6 +121,11 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
         return cls.from_dict(read_json_object(path, "model config"))
+
+
+def duplicate_labels(labels: list[str]) -> list[str]:
+    """The labels named more than once, sorted."""
+    return sorted({x for x in labels if list(labels).count(x) > 1})
 
 
 def read_json_object(path: str | Path, what: str) -> dict:

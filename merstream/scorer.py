@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import AudioConfig, ModelConfig
+from .config import AudioConfig, ModelConfig, duplicate_labels
 from .model.mer_clip import MerClip, standardise
 from .model.prompts import text_tokens
 
@@ -24,7 +24,7 @@ def check_labels(labels: list[str], task: str, use_le: bool) -> None:
     whatever the input, with 1 always 0.5), at least 2 for softmax scoring."""
     from .errors import MerstreamError
 
-    dupes = sorted({x for x in labels if list(labels).count(x) > 1})
+    dupes = duplicate_labels(labels)
     if dupes:
         raise MerstreamError(f"duplicate labels: {', '.join(dupes)}")
     need = 3 if task == "emotion" and use_le else 2
