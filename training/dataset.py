@@ -62,9 +62,13 @@ class ManifestDataset(Dataset):
         """Each clip's log-Mel images in turn (all segments, for its speaker's estimate); the first
         ``max_segments`` are kept for ``_load`` so that no clip is decoded twice."""
         for i in idx:
-            x = D.clip_spectrograms(D.read_waveform(self.samples[i], self.cfg.audio.sample_rate), self.mel)
+            x = self._clip_images(self.samples[i])
             self._spectrograms[i] = x[: self.max_segments].clone()  # not a view that keeps the whole clip
             yield x.numpy()
+
+    def _clip_images(self, s: Sample) -> torch.Tensor:
+        """All of a clip's 2 s log-Mel images, without speaker normalisation."""
+        return D.clip_spectrograms(D.read_waveform(s, self.cfg.audio.sample_rate), self.mel)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -81,7 +85,7 @@ class ManifestDataset(Dataset):
         if "A" in use and (s.audio or s.video):
             plain = self._spectrograms.pop(i, None)
             if plain is None:
-                plain = D.clip_spectrograms(D.read_waveform(s, self.cfg.audio.sample_rate), self.mel)[: self.max_segments]
+                plain = self._clip_images(s)[: self.max_segments]
             item["spectrograms"] = D.with_offset(plain, self.offsets.get(i))
         if "L" in use and s.text:
             item["tokens"] = text_tokens([s.text], self.context_length)[0]

@@ -60,11 +60,9 @@ def tower_embeddings(model, samples: list[Sample], waves: list[np.ndarray]) -> n
 
 
 def whisper_embeddings(waves: list[np.ndarray], asr_model: str) -> np.ndarray:
-    from faster_whisper import WhisperModel
+    from merstream.asr import Transcriber
 
-    from merstream.asr import resolve_asr_model
-
-    whisper = WhisperModel(resolve_asr_model(asr_model), device="cpu", compute_type="float32")
+    whisper = Transcriber(asr_model, compute_type="float32").model
     out = []
     for w in track(waves, description="whisper encoder", transient=True):
         feats = whisper.feature_extractor(w)[:, :3000]  # at most 30 s, not padded to it
