@@ -13,40 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .cli_app import app, console, fail, note, parse_labels
 from .errors import Interrupted, MerstreamError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Real-time multimodal emotion recognition (MER-CLIP): video frames, voice and transcript.",
-)
-console = Console(stderr=True, highlight=False)
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".png")  # `merstream file -o NAME.jsonl`: the timeline's own path
-
-
-@app.callback()
-def _root() -> None:
-    """Real-time multimodal emotion recognition (MER-CLIP): video frames, voice and transcript."""
-
-
-def fail(msg: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def parse_labels(labels: Optional[str]) -> Optional[list[str]]:
-    if labels is None:
-        return None
-    out = [x.strip() for x in labels.split(",") if x.strip()]
-    if not out:
-        fail("--labels needs label names, comma-separated (e.g. 'happy,sad,angry')")
-    return out
-
-
-def note(msg: str) -> None:
-    console.print(f"[yellow]note:[/] {msg}", soft_wrap=True)
 
 
 @app.command("file")
@@ -177,7 +147,7 @@ def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | 
         raise typer.Exit(1)
 
 
-# command modules register themselves on `app` (kept apart so each stays small)
+# the other commands register themselves on `app` (kept apart so each module stays small)
 from . import cli_export, cli_live, cli_train  # noqa: E402,F401
 
 

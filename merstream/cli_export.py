@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli import app, console, note, parse_labels
+from .cli_app import app, console, note, parse_labels
 
 
 @app.command("export")

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .cli import app, console, fail, note, parse_labels
+from .cli_app import app, console, fail, note, parse_labels
 
 
 def _video_source(camera: str, realtime: bool, loop: bool, frame_size: int, on_frame):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .cli import app, console, fail, note
+from .cli_app import app, console, fail, note
 from .errors import MerstreamError
 
 

@@ -143,6 +143,16 @@ class VideoSource(Source):
         return ok
 
 
+def silence_opencv(cv2) -> None:
+    """OpenCV logs errors only to its own logger: silence it (``cv2.utils.logging`` since 4.x; the
+    top-level ``cv2.setLogLevel`` of older wheels is gone in 4.14)."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and hasattr(logging, "setLogLevel"):
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
+
+
 class CameraSource(VideoSource):
     """An OpenCV capture device (an index such as 0, or anything cv2.VideoCapture opens). Frames
     are stamped with the clock when read. A device that stops delivering frames is retried
@@ -163,7 +173,7 @@ class CameraSource(VideoSource):
     def _capture(self):
         import cv2
 
-        cv2.setLogLevel(0)  # silent: a missing camera is reported as one merstream error, not OpenCV's log lines
+        silence_opencv(cv2)  # a missing camera is reported as one merstream error, not OpenCV's log lines
         return cv2.VideoCapture(self.device)
 
     def open(self) -> None:
