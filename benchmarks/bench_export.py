@@ -51,7 +51,7 @@ def main() -> None:
     from merstream.config import ModelConfig
     from merstream.model import MerClip
     from merstream.onnx_scorer import OnnxScorer
-    from merstream.scorer import TorchScorer
+    from merstream.torch_scorer import TorchScorer
 
     threads = torch.get_num_threads()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({threads} threads), "

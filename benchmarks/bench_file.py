@@ -86,7 +86,7 @@ def main() -> None:
     from merstream.model import MerClip
     from merstream.onnx_scorer import OnnxScorer
     from merstream.run_file import score_file
-    from merstream.scorer import TorchScorer
+    from merstream.torch_scorer import TorchScorer
 
     print(f"date {date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), onnxruntime {__import__('onnxruntime').__version__}")

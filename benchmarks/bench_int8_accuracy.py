@@ -86,7 +86,7 @@ def main() -> int:
     from merstream.model.spectrogram import LogMelImage
     from merstream.models import resolve_model
     from merstream.onnx_scorer import OnnxScorer
-    from merstream.scorer import TorchScorer
+    from merstream.torch_scorer import TorchScorer
     from training import data as D
     from training.manifest import split_of
     from training.sources import shared_emotion_sets

@@ -38,7 +38,7 @@ def make_scorer(spec: str):
     from merstream.config import ModelConfig
     from merstream.model import MerClip
     from merstream.models import resolve_scorer
-    from merstream.scorer import TorchScorer
+    from merstream.torch_scorer import TorchScorer
 
     if Path(spec).exists():
         return resolve_scorer(spec)

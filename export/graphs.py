@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from merstream.model.mer_clip import MerClip
-from merstream.scorer import zero_shot_probabilities
+from merstream.torch_scorer import zero_shot_probabilities
 
 
 class VisionGraph(nn.Module):

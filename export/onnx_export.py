@@ -33,6 +33,7 @@ from merstream.errors import MerstreamError
 from merstream.model.mer_clip import MerClip
 from merstream.onnx_manifest import MANIFEST, MODES, PRECISIONS, read_manifest, write_manifest
 from merstream.scorer import check_labels
+from merstream.tokenizer import TOKENIZER_FILE, build_clip_tokenizer
 
 from .graphs import AudioGraph, HeadGraph, LabelEncoderGraph, TextGraph, VisionGraph, ZeroShotHeadGraph
 from .parity import PrecisionReport, ParityReport, check_parity, compare_scores, parity_inputs
@@ -181,7 +182,7 @@ def prepare_dir(out: Path) -> None:
         for m in (MANIFEST, FAILED_MANIFEST):  # from here on a half-written export reads as corrupt
             (out / m).unlink(missing_ok=True)
         for p in out.iterdir():
-            if p.is_file() and p.suffix in (".onnx", ".npy", ".data"):
+            if p.is_file() and (p.suffix in (".onnx", ".npy", ".data") or p.name == TOKENIZER_FILE):
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -206,6 +207,7 @@ def export_model(
     graphs: list[str] | None = None,
     reference: ReferenceSet | None = None,
     source: str = "",
+    weights_sha256: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out``; with ``check``, fail (MerstreamError) on a parity miss."""
@@ -229,10 +231,10 @@ def export_model(
         names = [g for g in names if g in graphs]
     out = Path(out).expanduser()
     if precision == "fp32":
-        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0)
+        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, (source, weights_sha256), step, t0)
 
     with tempfile.TemporaryDirectory(prefix="merstream-fp32-") as tmp:
-        base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, source, step, t0)
+        base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, (source, weights_sha256), step, t0)
         prepare_dir(out)
         manifest = read_manifest(tmp)
         files = []
@@ -245,9 +247,9 @@ def export_model(
             else:
                 shutil.copyfile(src, dst)
             files.append(GraphFile(g.name, g.file, time.perf_counter() - t, dst.stat().st_size))
-        for f in manifest.label_files.values():
+        for f in [*manifest.label_files.values(), *([manifest.tokenizer] if manifest.tokenizer else [])]:
             shutil.copyfile(Path(tmp) / f, out / f)
-    data = _manifest_data(model, mode, precision, opset, labels, names, source, base.parity)
+    data = _manifest_data(model, mode, precision, opset, labels, names, (source, weights_sha256), base.parity)
     for name, spec in data["graphs"].items():
         spec["precision"] = precision if name in TOWERS else "fp32"
     result = ExportResult(out, precision, opset, files, base.parity, notes=list(base.notes))
@@ -274,6 +276,8 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
         files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
     step("embedding the labels")
     data = _manifest_data(model, mode, "fp32", opset, labels, names, source, None)
+    if data.get("tokenizer"):
+        write_tokenizer(out / data["tokenizer"])
     with torch.no_grad():
         if mode == "zero-shot":
             for m, f in data["label_files"].items():
@@ -294,9 +298,11 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
     return result
 
 
-def _manifest_data(model, mode, precision, opset, labels, names, source, parity) -> dict:
+def _manifest_data(model, mode, precision, opset, labels, names, source: tuple[str, str | None], parity) -> dict:
+    """The manifest's entries; ``source`` is (where the weights came from, their sha256 or None)."""
     import onnxruntime
 
+    source, weights_sha256 = source
     cfg = model.cfg.to_dict()
     cfg["labels"] = list(labels) if (model.use_le or mode == "zero-shot") else list(model.cfg.labels)
     graphs = {}
@@ -313,13 +319,21 @@ def _manifest_data(model, mode, precision, opset, labels, names, source, parity)
         "embed_dim": model.embed_dim, "image_size": model.image_size, "context_length": model.context_length,
         "use_le": bool(model.use_le) if mode == "mer-clip" else False, "n_ctx": model.cfg.n_ctx,
         "graphs": graphs, "label_files": label_files,
-        "source": source, "exporter": "torch.onnx (TorchScript, dynamo=False)",
+        "tokenizer": TOKENIZER_FILE if any(n in ("text", "label_encoder") for n in names) else None,
+        "source": source, "weights_sha256": weights_sha256, "exporter": "torch.onnx (TorchScript, dynamo=False)",
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if parity is not None:
         data["parity"] = parity.to_json()
     return data
+
+
+def write_tokenizer(path: Path) -> None:
+    """The tokenizer the text towers were trained with (open_clip's CLIP BPE), for the runtime."""
+    from open_clip.tokenizer import default_bpe
+
+    build_clip_tokenizer(default_bpe(), path)
 
 
 def convert_graph(src: Path, dst: Path, precision: str) -> None:
@@ -344,7 +358,7 @@ def convert_graph(src: Path, dst: Path, precision: str) -> None:
 
 
 def _torch_scorer(model: MerClip, mode: str, labels: list[str]):
-    from merstream.scorer import TorchScorer, ZeroShotScorer
+    from merstream.torch_scorer import TorchScorer, ZeroShotScorer
 
     return ZeroShotScorer(model, labels) if mode == "zero-shot" else TorchScorer(model, labels)
 

@@ -116,12 +116,16 @@ def check_parity(torch_scorer, onnx_scorer, inp: ParityInputs, tol: float = 1e-4
         rep.diffs.append(Diff(name, batch, float(np.abs(ref - got).max()), float(np.abs(ref).max())))
 
     graphs = onnx_scorer.graphs
+    tokens = None
+    if "text" in graphs:  # the runtime's tokenizer (tokenizer.json) gives the ids torch's gives
+        tokens = onnx_scorer.tokenize(inp.texts)
+        add("transcript token ids", len(inp.texts), torch_scorer.tokenize(inp.texts).astype(np.float64), tokens.astype(np.float64))
     encoders = [
         ("frame embeddings", "vision", "encode_frames", inp.frames),
         ("frame embeddings (real frames)", "vision", "encode_frames", inp.real_frames),
         ("audio embeddings", "audio", "encode_audio", inp.spectrograms),
         ("audio embeddings (real audio)", "audio", "encode_audio", inp.real_spectrograms),
-        ("transcript embeddings", "text", "encode_text", onnx_scorer.tokenize(inp.texts)),
+        ("transcript embeddings", "text", "encode_text", tokens),
     ]
     for name, graph, fn, x in encoders:
         if graph not in graphs or x is None:
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from merstream.models import resolve_model
         from merstream.onnx_scorer import OnnxScorer
-        from merstream.scorer import TorchScorer
+        from merstream.torch_scorer import TorchScorer
 
         from .reference import reference_from_media
 

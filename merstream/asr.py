@@ -47,7 +47,7 @@ def resolve_asr_model(name: str) -> str:
         return str(p)
     if name.startswith(("/", "./", "../", "~")) or "\\" in name or name.count("/") > 1:  # a path, not a hub id like org/name
         raise MerstreamError(f"ASR model directory not found: {name}")
-    from .model.weights import hub_reachable
+    from .hub import hub_reachable
 
     if not hub_reachable():
         raise MerstreamError(

@@ -81,14 +81,15 @@ _state: dict = {}
 def _load(opts: BatchOptions):
     """Per-process model and recogniser, built once."""
     if "scorer" not in _state:
-        import torch
-
-        torch.set_num_threads(max(1, opts.threads))
         from .asr import Transcriber
         from .config import StreamConfig
         from .models import resolve_scorer
 
         scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend, threads=opts.threads)
+        if scorer.name.startswith("torch"):  # onnxruntime takes `threads` itself; torch is imported only for torch scorers
+            import torch
+
+            torch.set_num_threads(max(1, opts.threads))
         transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model, threads=opts.threads)
         stream = StreamConfig(window=scorer.cfg.window if opts.window is None else opts.window,
                               hop=scorer.cfg.hop if opts.hop is None else opts.hop)

@@ -56,6 +56,7 @@ def file_cmd(
 
     files = expand_inputs(paths)
     batch = len(files) > 1 or ray or any(Path(p).is_dir() for p in paths)
+
     stem = None
     if out.suffix.lower() in OUTPUT_SUFFIXES and not out.is_dir():
         if batch:

@@ -45,6 +45,7 @@ def export_cmd(
         result = export_model(
             r.model, out, mode="zero-shot" if r.kind == "zero-shot" else "mer-clip", precision=precision, opset=opset,
             check=check, tol=tol, labels=label_list, reference=ref, source=r.source,
+            weights_sha256=_weights_sha256(r.source) if r.kind in ("checkpoint", "default") else None,
             on_step=lambda msg: status.update(msg + "..."),
         )
     table = Table(title=f"{result.directory}: {result.precision}, opset {result.opset}")
@@ -74,6 +75,13 @@ def export_cmd(
         f"exported in {result.seconds:.1f} s; manifest: {result.directory / 'manifest.json'}  "
         f"(score with: merstream file VIDEO --model {result.directory})", soft_wrap=True,
     )
+
+
+def _weights_sha256(checkpoint: str) -> str:
+    from .checkpoint_files import weights_file
+    from .onnx_manifest import sha256_file
+
+    return sha256_file(weights_file(Path(checkpoint)))
 
 
 @app.command("doctor")

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import MerstreamError
 
 EMOTIONS_6 = ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+ZERO_SHOT_TEMPLATES = {"V": "a photo of a {} face.", "L": "a {} statement."}  # zero-shot CLIP prompts
 SENTIMENT_2 = ["negative", "positive"]
 
 MODALITIES = ("L", "V", "A")

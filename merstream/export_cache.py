@@ -16,36 +16,41 @@ from .errors import MerstreamError
 from .onnx_manifest import sha256_file
 
 
-EXPORT_FORMAT = "v2"  # bump when the exported graphs change, so stale cached exports are not reused
+EXPORT_FORMAT = "v3"  # bump when the exported graphs change, so stale cached exports are not reused
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("MERSTREAM_CACHE") or Path.home() / ".cache" / "merstream")
 
 
-def weights_file(checkpoint: Path) -> Path:
-    return checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
-
-
-def cached_export(model, checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:
-    """The export directory for ``checkpoint`` (a MerClip already loaded from it), exporting on a miss."""
+def cached_export(checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:
+    """The export directory for ``checkpoint``, exporting it (torch) only on a cache miss: the key
+    is computed from the weights' sha256 and the config without importing torch."""
     import hashlib
     import json
 
-    digest = hashlib.sha256(sha256_file(weights_file(checkpoint)).encode())
-    digest.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())  # labels, task, ... are baked in
+    from .checkpoint_files import read_config, weights_file
+
+    cfg = read_config(checkpoint)
+    weights_sha256 = sha256_file(weights_file(checkpoint))
+    digest = hashlib.sha256(weights_sha256.encode())
+    digest.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())  # labels, task, ... are baked in
     key = digest.hexdigest()[:16]
     target = cache_root() / "onnx" / f"{key}-fp32-{EXPORT_FORMAT}"
     if (target / "manifest.json").exists():
         return target
     from export import export_model
 
+    from .model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint, cfg)
+
     if on_note:
         on_note(f"exporting {checkpoint} to ONNX once (cached in {target})")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        export_model(model, tmp / "export", precision="fp32", check=True, source=str(checkpoint))
+        export_model(model, tmp / "export", precision="fp32", check=True, source=str(checkpoint), weights_sha256=weights_sha256)
         try:
             (tmp / "export").rename(target)  # atomic: a concurrent run may have won the race
         except OSError:

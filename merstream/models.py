@@ -1,9 +1,11 @@
 """Which model scores a run: a checkpoint, an ONNX export, a zero-shot CLIP, or the default.
 
 ``resolve_scorer(None)`` uses the embedded default model when the package ships one
-(``merstream/assets/merstream-small``); otherwise a randomly initialised tiny model, with a
-notice saying its scores are meaningless. With the default ``backend="auto"`` checkpoints are
-scored by onnxruntime through a cached export (see :mod:`merstream.export_cache`).
+(``merstream/assets/merstream-small``: the checkpoint, and its ONNX export in ``onnx/``, which the
+default backend scores with onnxruntime, no torch imported); otherwise a randomly initialised tiny
+model, with a notice saying its scores are meaningless. With the default ``backend="auto"`` other
+checkpoints are scored by onnxruntime through a cached export (see :mod:`merstream.export_cache`);
+torch is imported only to export one the first time.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import TYPE_CHECKING, Callable
 
 from .config import ModelConfig
 from .errors import MerstreamError
-from .scorer import Scorer, TorchScorer, ZeroShotScorer
+from .scorer import Scorer
 
 if TYPE_CHECKING:
     from .model.mer_clip import MerClip
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_MODEL_DIR = ASSETS / "merstream-small"
+DEFAULT_MODEL_NAME = "merstream-small"
+DEFAULT_MODEL_DIR = ASSETS / DEFAULT_MODEL_NAME
+DEFAULT_EXPORT_DIR = DEFAULT_MODEL_DIR / "onnx"  # made by `python -m export.default_model`
 
 
 def default_model_path() -> Path | None:
@@ -89,40 +93,44 @@ def resolve_scorer(
     on_note: Callable[[str], None] | None = None,
     threads: int | None = None,
 ) -> Scorer:
-    """The scorer for the command-line options. ``backend``: "onnx" needs an export directory;
-    "torch" runs a checkpoint in torch; "auto" runs export directories and checkpoints (the
-    default model included) with onnxruntime, exporting a checkpoint once into the cache."""
-    if model is not None and clip is None and clip_weights is None:
+    """The scorer for the command-line options. ``backend``: "onnx" needs an export directory (or
+    the embedded model, which ships one); "torch" runs a checkpoint in torch; "auto" runs export
+    directories and checkpoints (the default model included) with onnxruntime, exporting a
+    checkpoint once into the cache."""
+    zero_shot = clip is not None or clip_weights is not None
+    if model is not None and not zero_shot:
         p = Path(model).expanduser()
         if not p.exists():
             raise MerstreamError(f"model not found: {p}")
         if is_export_dir(p):
             if backend == "torch":
                 raise MerstreamError(f"{p} is an ONNX export; the torch backend needs a checkpoint")
-            from .onnx_scorer import OnnxScorer
-
-            scorer = OnnxScorer(p, labels=labels, providers=providers, threads=threads)
-            scorer.notice = f"model: ONNX export {p} ({scorer.precision}, {scorer.provider})"
-            if scorer.provider_note:
-                scorer.notice += f"; {scorer.provider_note}"
-            return scorer
+            return _onnx_scorer(p, f"ONNX export {p}", labels, providers, threads)
         if backend == "onnx":
             raise MerstreamError(f"{p} is not an ONNX export directory (no manifest.json); run `merstream export` first")
+    if model is None and not zero_shot and backend != "torch" and is_export_dir(DEFAULT_EXPORT_DIR):
+        return _onnx_scorer(DEFAULT_EXPORT_DIR, f"embedded default model {DEFAULT_MODEL_NAME}", labels, providers, threads, short=True)
+    if backend == "auto" and not zero_shot and (model is not None or default_model_path() is not None):
+        from .export_cache import cached_export
+
+        source = Path(model).expanduser() if model is not None else default_model_path()
+        what = f"checkpoint {source}" if model is not None else f"embedded default model {DEFAULT_MODEL_NAME}"
+        return _onnx_scorer(cached_export(source, on_note), what, labels, providers, threads, short=True)
     r = resolve_model(model, clip, clip_weights, labels)
     if backend == "onnx" and r.kind in ("default", "checkpoint"):
         raise MerstreamError(f"{r.source} is not an ONNX export directory (no manifest.json); run `merstream export` first")
-    if backend == "auto" and r.kind in ("default", "checkpoint"):
-        from .export_cache import cached_export
-        from .onnx_scorer import OnnxScorer
+    from .torch_scorer import TorchScorer, ZeroShotScorer
 
-        export_dir = cached_export(r.model, Path(r.source), on_note)
-        scorer = OnnxScorer(export_dir, labels=labels, providers=providers, threads=threads)
-        what = "embedded default model merstream-small" if r.kind == "default" else f"checkpoint {r.source}"
-        scorer.notice = f"model: {what} (ONNX {scorer.precision}, {scorer.provider})"
-        if scorer.provider_note:
-            scorer.notice += f"; {scorer.provider_note}"
-        return scorer
     scorer = ZeroShotScorer(r.model, labels) if r.kind == "zero-shot" else TorchScorer(r.model, labels)
     scorer.notice = r.notice
     return scorer
 
+
+def _onnx_scorer(directory: Path, what: str, labels, providers, threads, short: bool = False) -> Scorer:
+    from .onnx_scorer import OnnxScorer
+
+    scorer = OnnxScorer(directory, labels=labels, providers=providers, threads=threads)
+    scorer.notice = f"model: {what} ({'ONNX ' if short else ''}{scorer.precision}, {scorer.provider})"
+    if scorer.provider_note:
+        scorer.notice += f"; {scorer.provider_note}"
+    return scorer

@@ -15,15 +15,16 @@ build is a swap, because both wheels install the same ``onnxruntime/`` package::
 from __future__ import annotations
 
 import ctypes.util
+import threading
 from pathlib import Path
 
 import numpy as np
 
+from .config import ZERO_SHOT_TEMPLATES
 from .errors import MerstreamError
-from .model.prompts import prompt_tokens
-from .model.mer_clip import ZERO_SHOT_TEMPLATES
-from .onnx_manifest import Manifest, read_manifest
+from .onnx_manifest import Manifest, read_manifest, verified_path
 from .scorer import Scorer, check_labels
+from .tokenizer import ClipTokenizer
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHORT = {v: k for k, v in PROVIDERS.items()}
@@ -37,6 +38,7 @@ def _ort():
 
 
 def torch_sees_cuda() -> bool:
+    """Whether torch can use a CUDA GPU (``merstream doctor`` only: it imports torch)."""
     try:
         import torch
 
@@ -45,9 +47,14 @@ def torch_sees_cuda() -> bool:
         return False
 
 
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with a device is loaded (a file check: no torch, no CUDA initialisation)."""
+    return Path("/proc/driver/nvidia/version").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def provider_note() -> str | None:
-    """A hint when a CUDA GPU is usable by torch but the installed onnxruntime is the CPU build."""
-    if "CUDAExecutionProvider" in _ort().get_available_providers() or not torch_sees_cuda():
+    """A hint when an NVIDIA GPU is present but the installed onnxruntime is the CPU build."""
+    if "CUDAExecutionProvider" in _ort().get_available_providers() or not nvidia_gpu_present():
         return None
     return f"a CUDA GPU is present but onnxruntime is the CPU build; for GPU scoring run: {GPU_SWAP}"
 
@@ -89,7 +96,10 @@ class OnnxScorer(Scorer):
 
     def __init__(self, export_dir: str | Path, labels: list[str] | None = None, providers: list[str] | None = None,
                  batch_size: int = 32, threads: int | None = None):
-        self.manifest: Manifest = read_manifest(export_dir)
+        # the manifest is checked now, each other file against its sha256 when its session is made: the
+        # head and the frame / audio towers at once, the text graphs and the tokenizer when first used
+        # (a run without ASR or new labels never needs them: 2 x 13 MB for the small model)
+        self.manifest: Manifest = read_manifest(export_dir, verify=False)
         m = self.manifest
         self.cfg = m.config
         self.mode = m.mode
@@ -118,14 +128,13 @@ class OnnxScorer(Scorer):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads  # batch workers split the cores between them
-        self.sessions = {}
-        for name, spec in self.graphs.items():
-            try:
-                self.sessions[name] = ort.InferenceSession(str(m.path(spec.file)), sess_options=opts, providers=wanted)
-            except Exception as e:  # onnxruntime raises its own exception types
-                first = (str(e).splitlines() or [""])[0]
-                raise MerstreamError(f"onnxruntime cannot load {m.path(spec.file)}: {first}") from None
-        used = next(iter(self.sessions.values())).get_providers()[0] if self.sessions else "CPUExecutionProvider"
+        self._session_args = (opts, wanted)
+        self._lock = threading.Lock()
+        self.sessions: dict = {}  # graph name -> InferenceSession, created on first use (see session())
+        eager = [g for g in ("head", "vision", "audio") if g in self.graphs] or list(self.graphs)[:1]
+        for g in eager:
+            self.session(g)
+        used = self.sessions[eager[0]].get_providers()[0] if eager else "CPUExecutionProvider"
         self.provider = SHORT.get(used, used)
         if providers and used != names[0]:
             raise MerstreamError(
@@ -136,27 +145,58 @@ class OnnxScorer(Scorer):
             raise MerstreamError(f"{m.directory} is an fp16 export but the CUDA provider did not start (fell back to CPU)")
         if not providers and self.provider == "cpu" and any(n != "CPUExecutionProvider" for n in names):
             self.provider_note = "the GPU provider of onnxruntime did not start: scoring on CPU"
-        self._stored = {key: np.load(m.path(f)).astype(np.float32) for key, f in m.label_files.items()}
+        self._tokenizer_loaded: ClipTokenizer | None = None
+        self._stored = {key: np.load(verified_path(m, f)).astype(np.float32) for key, f in m.label_files.items()}
         self.set_labels(labels or list(m.labels))
+
+    def session(self, graph: str):
+        """The onnxruntime session of one graph, created (after its sha256 check) on first use."""
+        with self._lock:
+            if graph not in self.sessions:
+                spec = self.graphs.get(graph)
+                if spec is None:
+                    raise MerstreamError(f"the export {self.manifest.directory} has no {graph} graph")
+                path = verified_path(self.manifest, spec.file)
+                opts, providers = self._session_args
+                try:
+                    self.sessions[graph] = _ort().InferenceSession(str(path), sess_options=opts, providers=providers)
+                except Exception as e:  # onnxruntime raises its own exception types
+                    first = (str(e).splitlines() or [""])[0]
+                    raise MerstreamError(f"onnxruntime cannot load {path}: {first}") from None
+            return self.sessions[graph]
+
+    @property
+    def tokenizer(self) -> ClipTokenizer:
+        """The export's tokenizer (tokenizer.json), loaded on first use."""
+        with self._lock:
+            if self._tokenizer_loaded is None:
+                if not self.manifest.tokenizer:
+                    raise MerstreamError(f"the export {self.manifest.directory} has no tokenizer (it has no text graph)")
+                self._tokenizer_loaded = ClipTokenizer(verified_path(self.manifest, self.manifest.tokenizer))
+            return self._tokenizer_loaded
 
     # ---- labels ------------------------------------------------------------------------------
     @property
     def can_embed_labels(self) -> bool:
         if self.mode == "zero-shot":
-            return "text" in self.sessions
-        return self.manifest.use_le and "label_encoder" in self.sessions
+            return "text" in self.graphs
+        return self.manifest.use_le and "label_encoder" in self.graphs
 
     def embed_labels(self, labels: list[str]) -> dict[str, np.ndarray]:
         """Label embeddings through the exported graph: {"": [K, D]} or zero-shot {"L", "V"}."""
         if not self.can_embed_labels:
             raise MerstreamError(f"the export {self.manifest.directory} has no label encoder graph: its labels are fixed")
+        tok = self.tokenizer
         if self.mode == "zero-shot":
             return {
-                m: self._run_batched("text", prompt_tokens([ZERO_SHOT_TEMPLATES[m].format(x) for x in labels], 0, self.context_length).numpy())
+                m: self._run_batched("text", tok.text_tokens([ZERO_SHOT_TEMPLATES[m].format(x) for x in labels], self.context_length))
                 for m in ("L", "V")
             }
-        tokens = prompt_tokens(labels, self.cfg.n_ctx, self.context_length).numpy()
+        tokens = tok.prompt_tokens(labels, self.cfg.n_ctx, self.context_length)
         return {"": self._run_batched("label_encoder", tokens)}
+
+    def text_tokens(self, texts):
+        return self.tokenizer.text_tokens(texts, self.context_length)
 
     def set_labels(self, labels: list[str]) -> None:
         labels = list(labels)
@@ -171,9 +211,7 @@ class OnnxScorer(Scorer):
 
     # ---- encoders ----------------------------------------------------------------------------
     def _run_batched(self, graph: str, x: np.ndarray) -> np.ndarray:
-        sess = self.sessions.get(graph)
-        if sess is None:
-            raise MerstreamError(f"the export {self.manifest.directory} has no {graph} graph")
+        sess = self.session(graph)
         name = sess.get_inputs()[0].name
         dtype = np.int64 if graph in ("text", "label_encoder") else np.float32
         x = np.asarray(x, dtype=dtype)
@@ -205,7 +243,7 @@ class OnnxScorer(Scorer):
         )
         for key, emb in self.label_emb.items():
             feed[f"label_emb_{key}" if key else "label_emb"] = emb
-        return self.sessions["head"].run(None, feed)[0]
+        return self.session("head").run(None, feed)[0]
 
     def predict(self, probs):
         if self.mode == "zero-shot":

@@ -11,7 +11,7 @@ from merstream.config import StreamConfig
 from merstream.engine import Engine
 from merstream.engine.windows import Window, window_count, words_in
 from merstream.media import iter_frames, read_audio
-from merstream.scorer import TorchScorer
+from merstream.torch_scorer import TorchScorer
 
 
 def test_twelve_frames_sampled_regularly():

@@ -17,7 +17,7 @@ from merstream.config import ModelConfig
 from merstream.errors import MerstreamError
 from merstream.model import MerClip
 from merstream.onnx_scorer import OnnxScorer
-from merstream.scorer import TorchScorer
+from merstream.torch_scorer import TorchScorer
 
 from export import export_model, reference_from_media
 
@@ -43,7 +43,7 @@ def test_export_manifest_and_parity_record(exported, tiny_model):
     assert m["opset"] == 17 and m["precision"] == "fp32" and m["task"] == "emotion"
     assert m["labels"] == tiny_model.cfg.labels and m["threshold"] == tiny_model.cfg.threshold
     assert set(m["graphs"]) == {"vision", "audio", "text", "label_encoder", "head"}
-    assert set(m["files"]) == {f"{g}.onnx" for g in m["graphs"]} | {"labels.npy"}
+    assert set(m["files"]) == {f"{g}.onnx" for g in m["graphs"]} | {"labels.npy", "tokenizer.json"}
     assert m["parity"]["ok"] and all(d["max_abs"] <= 1e-4 for d in m["parity"]["diffs"])
     assert {d["batch"] for d in m["parity"]["diffs"]} >= {1, 5}
     with torch.no_grad():

@@ -13,7 +13,7 @@ from merstream.faces import DETECT_SIDE, FaceCropper
 from merstream.media import iter_frames, read_audio
 from merstream.model import MerClip
 from merstream.preprocess import CLIP_MEAN, CLIP_STD
-from merstream.scorer import TorchScorer
+from merstream.torch_scorer import TorchScorer
 
 
 def _pixels(x: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from merstream.engine.live import LiveOptions, LiveRunner
 from merstream.engine.sources import AudioFileSource, CameraSource, VideoFileSource
 from merstream.engine.windows import window_at, window_count
 from merstream.media import iter_frames, read_audio
-from merstream.scorer import TorchScorer
+from merstream.torch_scorer import TorchScorer
 
 SR = 16000
 

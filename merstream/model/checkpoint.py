@@ -13,15 +13,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from ..atomic import replaced_whole
+from ..checkpoint_files import CONFIG_KEY, read_config, weights_file
 from ..config import ModelConfig
 from ..errors import MerstreamError
 from .mer_clip import MerClip
-
-CONFIG_KEY = "merstream_config"
-
 
 def save_checkpoint(model: MerClip, path: str | Path, extra: dict | None = None) -> Path:
     """Write ``path/model.safetensors`` + ``path/config.json`` (or one .safetensors file)."""
@@ -40,33 +37,6 @@ def save_checkpoint(model: MerClip, path: str | Path, extra: dict | None = None)
         save_file(state, str(tmp), metadata=meta)
     model.cfg.save(path / "config.json")
     return path
-
-
-def _weights_file(path: Path) -> Path:
-    if path.is_dir():
-        f = path / "model.safetensors"
-        if not f.exists():
-            raise MerstreamError(f"checkpoint directory {path} has no model.safetensors")
-        return f
-    if not path.exists():
-        raise MerstreamError(f"model not found: {path}")
-    return path
-
-
-def read_config(path: str | Path) -> ModelConfig:
-    """The model config of a checkpoint (config.json beside it, else safetensors metadata)."""
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").exists():
-        return ModelConfig.load(path / "config.json")
-    f = _weights_file(path)
-    try:
-        with safe_open(str(f), framework="pt") as sf:
-            meta = sf.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MerstreamError(f"cannot read model file {f}: not a safetensors checkpoint ({e})") from None
-    if CONFIG_KEY not in meta:
-        raise MerstreamError(f"model file {f} carries no merstream config (and no config.json beside it)")
-    return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
 
 
 def check_state(model: MerClip, state: dict[str, torch.Tensor], source: str) -> None:
@@ -93,7 +63,7 @@ def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None) -> MerClip
     """Build the model from its config (or ``cfg``) and load the weights, checking they match."""
     path = Path(path)
     cfg = cfg or read_config(path)
-    f = _weights_file(path)
+    f = weights_file(path)
     try:
         state = load_file(str(f))
     except (SafetensorError, OSError, ValueError) as e:

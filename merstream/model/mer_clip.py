@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ZERO_SHOT_TEMPLATES, ModelConfig
 from ..errors import MerstreamError
 from .decoder import CrossModalDecoder
 from .prompts import PromptLabelEncoder, prompt_tokens, text_tokens
 from .towers import TextTower, build_clip, clip_model_config, image_size, vision_tower
 
-ZERO_SHOT_TEMPLATES = {"V": "a photo of a {} face.", "L": "a {} statement."}
 
 
 class MerClip(nn.Module):

@@ -10,9 +10,6 @@ quiet): a microphone's gain then does not change what the audio tower hears.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-import torchaudio
 
 from ..config import AudioConfig
 
@@ -22,27 +19,58 @@ LOG_SCALE = 6.0
 MAX_GAIN_DB = 30.0
 
 
+def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> np.ndarray:
+    """[n_freqs, n_mels] triangular filters on the HTK mel scale from 0 Hz to Nyquist, unnormalised:
+    torchaudio's ``melscale_fbanks`` (which the models were trained with), computed in float64."""
+    f_max = float(sample_rate // 2)
+    freqs = np.linspace(0.0, f_max, n_freqs)
+    mels = np.linspace(0.0, 2595.0 * np.log10(1.0 + f_max / 700.0), n_mels + 2)
+    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    width = np.diff(edges)
+    slopes = edges[None, :] - freqs[:, None]
+    down = -slopes[:, :-2] / width[:-1]
+    up = slopes[:, 2:] / width[1:]
+    return np.maximum(0.0, np.minimum(down, up))
+
+
+def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[N, H, W] -> [N, height, width], bilinear with half-pixel centres and no antialiasing (as
+    torch's ``interpolate(mode="bilinear", align_corners=False)``, which the models were trained with)."""
+
+    def taps(n_in: int, n_out: int):
+        src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = np.minimum(src.astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        w1 = (src - i0).astype(np.float32)
+        return i0, i1, w1
+
+    r0, r1, wr = taps(x.shape[1], height)
+    c0, c1, wc = taps(x.shape[2], width)
+    rows = x[:, r0] * (1 - wr)[None, :, None] + x[:, r1] * wr[None, :, None]
+    return rows[:, :, c0] * (1 - wc) + rows[:, :, c1] * wc
+
+
 class LogMelImage:
+    """The audio front end of the log-Mel image towers, in numpy (no torch at run time)."""
+
     def __init__(self, cfg: AudioConfig):
         self.cfg = cfg
         self.segment_samples = int(round(cfg.segment_seconds * cfg.sample_rate))
         self.win_length = int(round(cfg.win_ms * cfg.sample_rate / 1000))
         self.hop_length = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate,
-            n_fft=self.win_length,
-            win_length=self.win_length,
-            hop_length=self.hop_length,
-            n_mels=cfg.n_mels,
-            power=2.0,
-            center=True,
-        )
+        n = self.win_length
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float64)  # periodic Hann
+        self.filters = mel_filterbank(n // 2 + 1, cfg.n_mels, cfg.sample_rate)
 
-    def mel_spectrogram(self, segments: torch.Tensor) -> torch.Tensor:
-        """[N, samples] -> [N, n_mels, frames] log-Mel, fixed scaling."""
-        with torch.no_grad():
-            spec = self.mel(segments.float())
-        return (torch.log(spec + LOG_OFFSET) - LOG_MEAN) / LOG_SCALE
+    def mel_spectrogram(self, segments: np.ndarray) -> np.ndarray:
+        """[N, samples] -> [N, n_mels, frames] log-Mel with fixed scaling (centred frames, reflect padding)."""
+        x = np.asarray(segments, dtype=np.float64)
+        n, hop = self.win_length, self.hop_length
+        x = np.pad(x, ((0, 0), (n // 2, n // 2)), mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(x, n, axis=1)[:, ::hop]  # [N, T, n]
+        power = np.abs(np.fft.rfft(frames * self.window, axis=-1)) ** 2  # [N, T, F]
+        mel = (power @ self.filters).transpose(0, 2, 1)  # [N, n_mels, T]
+        return ((np.log(mel + LOG_OFFSET) - LOG_MEAN) / LOG_SCALE).astype(np.float32)
 
     def __call__(self, segments) -> np.ndarray:
         """[N, samples] float waveform (zero-padded or cut to the segment length) -> [N, 3, S, S]."""
@@ -55,11 +83,13 @@ class LogMelImage:
             if self.cfg.level_db is not None and len(seg):
                 seg = seg * level_gain(seg, self.cfg.level_db)
             rows.append(np.pad(seg, (0, n - len(seg))))
-        x = torch.from_numpy(np.stack(rows))
-        spec = self.mel_spectrogram(x).flip(1)  # low frequencies at the bottom of the image
+        if not rows:
+            size = self.cfg.image_size
+            return np.zeros((0, 3, size, size), np.float32)
+        spec = self.mel_spectrogram(np.stack(rows))[:, ::-1]  # low frequencies at the bottom of the image
         size = self.cfg.image_size
-        img = F.interpolate(spec[:, None], size=(size, size), mode="bilinear", align_corners=False)
-        return img.expand(-1, 3, -1, -1).contiguous().numpy()
+        img = resize_bilinear(spec, size, size).astype(np.float32)
+        return np.ascontiguousarray(np.broadcast_to(img[:, None], (len(img), 3, size, size)))
 
 
 def level_gain(seg: np.ndarray, level_db: float) -> np.float32:

@@ -8,27 +8,13 @@ says how to pass a local file instead.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from pathlib import Path
 
 import open_clip
 
 from ..errors import MerstreamError
+from ..hub import hub_reachable
 from .towers import build_clip
-
-HUB_HOST = "huggingface.co"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
 
 def load_clip(arch, pretrained: str | None):
     """An open_clip CLIP of architecture ``arch`` with weights from ``pretrained``.
