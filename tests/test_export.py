@@ -149,6 +149,23 @@ def test_tampered_file_is_one_line_error(exported, tmp_path):
     assert len(lines) == 1 and "head.onnx does not match its sha256" in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m.update(labels=["a", "b", "c"]) or m["config"].update(labels=["a", "b", "c"]), "was edited after export"),
+    (lambda m: m["config"]["audio"].update(n_mels=1), "was edited after export"),
+    (lambda m: m.update(version=1), "exported by an older merstream"),
+], ids=["labels", "n_mels", "old-version"])
+def test_an_edited_or_old_manifest_is_one_line_error(exported, tmp_path, edit, needle):
+    bad = tmp_path / "edited"
+    shutil.copytree(exported, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m)
+    (bad / "manifest.json").write_text(json.dumps(m, indent=2))
+    r = run_cli("file", TALK6, "--model", bad, "-o", tmp_path / "o", "--no-asr")
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_bad_export_dirs_and_providers(exported, tmp_path):
     with pytest.raises(MerstreamError, match="not found"):
         OnnxScorer(tmp_path / "missing")

@@ -465,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(save_model, out)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB) in {time.time() - t_start:.0f}s")
+    from export.embedded import export_embedded  # the ONNX graphs served by default, parity-checked
+
+    exported = export_embedded(out, on_step=lambda s: log(f"  onnx: {s}"))
+    log(f"exported {exported.directory} (parity worst {exported.parity.worst.max_abs:.1e})")
     return 0
 
 
