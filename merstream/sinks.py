@@ -72,6 +72,15 @@ class TimelineWriter:
 
 
 def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, title: str = "") -> Path:
+    """Scores over time as a PNG: drawn with OpenCV (fast) when its fonts can write the labels and
+    the title, with matplotlib otherwise."""
+    from .plot import drawable, write_timeline_png
+
+    if drawable(title, *labels):
+        mids = [(r.start + r.end) / 2 for r in results]
+        with replaced_whole(path) as tmp:  # never a half-written PNG under the final name
+            write_timeline_png(mids, {lab: [r.scores[lab] for r in results] for lab in labels}, tmp, title)
+        return path
     import matplotlib
 
     matplotlib.use("Agg")

@@ -387,3 +387,26 @@ def test_a_plot_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
     with pytest.raises(IsADirectoryError):
         plot_timeline(rows, ["happy", "sad"], tmp_path / "talk.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "talk.png"]
+
+
+def test_the_plot_draws_each_label_and_leaves_gaps_where_a_window_has_no_score(tmp_path):
+    import cv2
+
+    from merstream.plot import PALETTE, draw_timeline
+    from merstream.sinks import plot_timeline
+
+    def drawn_columns(scores):
+        img = draw_timeline([1.0, 2.0, 3.0], {"happy": scores}, "title")
+        colour = np.all(np.abs(img.astype(int) - PALETTE[0]) < 40, axis=-1)
+        return colour[40:-52, 64:-180].any(axis=0)  # inside the axes: which columns show the line
+
+    whole, gap = drawn_columns([0.5, 0.5, 0.5]), drawn_columns([0.5, None, 0.5])
+    middle = slice(len(whole) // 2 - 60, len(whole) // 2 - 20)  # between the first and the middle window
+    assert whole[middle].all() and not gap[middle].any()
+    # labels OpenCV's fonts cannot write are plotted by matplotlib: still a PNG
+    from merstream.engine.windows import WindowResult
+
+    rows = [WindowResult(index=i, start=float(i), end=i + 2.0, scores={"喜び": 0.7, "😀": 0.2}, labels=["喜び"], top="喜び",
+                         text="", modalities="VA", frames=12, segments=1) for i in range(3)]
+    plot_timeline(rows, ["喜び", "😀"], tmp_path / "cjk.png")
+    assert cv2.imread(str(tmp_path / "cjk.png")) is not None
