@@ -140,3 +140,18 @@ def test_the_embedded_export_is_the_embedded_checkpoint():
     assert m.config == ModelConfig.load(DEFAULT_MODEL_DIR / "config.json")
     assert m.extra["parity"]["ok"]
     assert m.extra.get("weights_sha256") == sha256_file(DEFAULT_MODEL_DIR / "model.safetensors")
+
+
+@pytest.mark.parametrize("what, code", [
+    ("live", "sys.argv = ['merstream', 'live', '--camera', {talk!r}, '--no-mic', '--fast', '--no-asr', '--out', {out!r}]\n"
+             "from merstream.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code"),
+    ("batch worker", "from merstream.batch import BatchOptions, score_one\n"
+                     "o = score_one({talk!r}, BatchOptions(out={out!r}, no_asr=True))\nassert o.ok and o.windows == 1, o"),
+])
+def test_live_and_batch_workers_score_without_torch(tmp_path, what, code):
+    talk = str(DATA / "talk" / "talk.mp4")
+    script = NO_TRAINING_STACK + "\n" + code.format(talk=talk, out=str(tmp_path)) + (
+        "\nassert all(sys.modules.get(m) is None for m in ('torch', 'open_clip')), 'the training stack was imported'")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert list(tmp_path.glob("*.jsonl")), f"{what} wrote no timeline"
