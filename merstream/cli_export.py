@@ -42,10 +42,16 @@ def export_cmd(
         if reference is not None:
             status.update(f"reading reference media {reference}...")
             ref = reference_from_media(reference, r.model.image_size, r.model.cfg.audio, face_crop=r.model.cfg.face_crop)
+        digest, card = None, None
+        if r.kind in ("checkpoint", "default"):
+            from .model_card import card_for_checkpoint
+
+            digest = _weights_sha256(r.source)
+            card = card_for_checkpoint(Path(r.source), digest).to_json()
         result = export_model(
             r.model, out, mode="zero-shot" if r.kind == "zero-shot" else "mer-clip", precision=precision, opset=opset,
             check=check, tol=tol, labels=label_list, reference=ref, source=r.source,
-            weights_sha256=_weights_sha256(r.source) if r.kind in ("checkpoint", "default") else None,
+            weights_sha256=digest, card=card,
             on_step=lambda msg: status.update(msg + "..."),
         )
     table = Table(title=f"{result.directory}: {result.precision}, opset {result.opset}")

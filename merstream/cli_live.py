@@ -142,7 +142,7 @@ def live_cmd(
     src_name = "none" if video is None else camera
     writer = TimelineWriter(out, stem, scorer.labels, meta={
         "source": src_name, "audio": None if audio_src is None else audio_src.name,
-        "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
+        "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
         "window": window, "hop": hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
         "realtime": realtime, "text_deadline": text_deadline, "asr": transcriber is not None,
     })

@@ -123,6 +123,16 @@ def resolve_scorer(
 
     scorer = ZeroShotScorer(r.model, labels) if r.kind == "zero-shot" else TorchScorer(r.model, labels)
     scorer.notice = r.notice
+    if r.kind in ("checkpoint", "default"):
+        from .checkpoint_files import weights_file
+        from .model_card import card_for_checkpoint
+        from .onnx_manifest import sha256_file
+
+        scorer.card = card_for_checkpoint(Path(r.source), sha256_file(weights_file(Path(r.source)))).to_json()
+    else:
+        from .model_card import ModelCard
+
+        scorer.card = ModelCard(r.source, None, "the CLIP weights' own licence" if r.kind == "zero-shot" else "random weights", None).to_json()
     return scorer
 
 

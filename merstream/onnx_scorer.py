@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import ZERO_SHOT_TEMPLATES
 from .errors import MerstreamError
+from .model_card import ModelCard
 from .onnx_manifest import Manifest, read_manifest, verified_path
 from .scorer import Scorer, check_labels
 from .tokenizer import ClipTokenizer
@@ -145,6 +146,8 @@ class OnnxScorer(Scorer):
             raise MerstreamError(f"{m.directory} is an fp16 export but the CUDA provider did not start (fell back to CPU)")
         if not providers and self.provider == "cpu" and any(n != "CPUExecutionProvider" for n in names):
             self.provider_note = "the GPU provider of onnxruntime did not start: scoring on CPU"
+        self.card = m.extra.get("model_card") or ModelCard(
+            m.directory.name, m.extra.get("weights_sha256"), "unknown: the export carries no model card", None).to_json()
         self._tokenizer_loaded: ClipTokenizer | None = None
         self._stored = {key: np.load(verified_path(m, f)).astype(np.float32) for key, f in m.label_files.items()}
         self.set_labels(labels or list(m.labels))

@@ -296,7 +296,7 @@ def score_file(
     writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
-            "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
+            "source": str(path), "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
         })
         engine = make_engine(job, scorer, stream, reuse=reuse)

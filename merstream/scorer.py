@@ -41,6 +41,7 @@ class Scorer:
     context_length: int
     provider = "cpu"
     notice: str | None = None
+    card: dict | None = None  # merstream version, model name, weights sha256, licence (model_card.ModelCard)
 
     @property
     def modalities(self) -> list[str]:

@@ -122,6 +122,10 @@ def test_file_scores_without_torch_as_the_torch_backend_does(tmp_path):
     assert "LOADED []" in err and "ONNX fp32" in onnx_rows[0]["meta"]["model"]
     torch_rows, err_t = run_file(tmp_path / "torch", *labels, "--backend", "torch", no_training_stack=False)
     assert "'torch'" in err_t  # the reference really ran in torch
+    card = onnx_rows[0]["meta"]["model_card"]  # every timeline names its model, weights and licence
+    assert card == torch_rows[0]["meta"]["model_card"]
+    assert card["name"] == "merstream-small" and card["non_commercial"] is True and "ravdess" in card["licence"]
+    assert card["merstream_version"] and len(card["weights_sha256"]) == 64
     ours, ref = [r for r in onnx_rows if "scores" in r], [r for r in torch_rows if "scores" in r]
     assert len(ours) == len(ref) == 12
     assert [r["text"] for r in ours] == [r["text"] for r in ref] and any("jacket" in r["text"] for r in ours)  # ASR ran
