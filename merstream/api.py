@@ -1,0 +1,47 @@
+"""The library API: score a media file in a few lines, as `merstream file` does.
+
+    import merstream
+
+    run = merstream.score_file("talk.mp4", out_dir="timeline")
+    for w in run.results:  # merstream.engine.windows.WindowResult, one per window
+        print(w.start, w.end, w.top, w.scores)
+
+The timeline files (JSONL, CSV, PNG) are written as by the command; ``run`` (a
+:class:`merstream.run_file.FileRun`) holds the windows, counters and timings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .run_file import FileRun
+
+
+def score_file(
+    path: str | Path,
+    *,
+    out_dir: str | Path = ".",
+    model: str | None = None,
+    labels: list[str] | None = None,
+    asr: bool = True,
+    window: float | None = None,
+    hop: float | None = None,
+    plot: bool = True,
+    backend: str = "auto",
+    on_note: Callable[[str], None] | None = None,
+) -> FileRun:
+    """Score one video or audio file window by window (the embedded model unless ``model`` names a
+    checkpoint or an ONNX export). Bad input raises :class:`merstream.errors.MerstreamError`."""
+    from .asr import Transcriber
+    from .config import StreamConfig
+    from .media import probe
+    from .models import resolve_scorer
+    from .run_file import score_file as run
+
+    note = on_note or (lambda msg: None)
+    probe(path)
+    scorer = resolve_scorer(model, labels, backend=backend, on_note=note)
+    stream = StreamConfig(window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop)
+    transcriber = Transcriber() if asr and "L" in scorer.modalities else None
+    return run(path, scorer, transcriber, stream, Path(out_dir), plot=plot, on_note=note)
