@@ -1,0 +1,88 @@
+"""Real-world media and runs (issue 16): each case is media made here with ffmpeg from the shared
+talk clip, and each test first checks that its media really has the property it is about."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TALK6, assert_one_line_error, ffmpeg
+
+PY = [sys.executable, "-m", "merstream"]
+
+
+def run(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*PY, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def ffprobe(path: Path, *args: str) -> dict:
+    p = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def talk64(tmp_path_factory) -> Path:
+    """The clip five times over (~63 s, 63 windows)."""
+    p = tmp_path_factory.mktemp("talk64") / "talk64.mp4"
+    ffmpeg("-stream_loop", "4", "-i", str(TALK6), "-c", "copy", str(p))
+    return p
+
+
+# ---- 7: a timeline under its final name is always whole ----------------------------------------
+
+def test_full_disk_leaves_only_partial_files_cut_to_whole_lines(talk64, tiny_ckpt, tmp_path):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount a private tmpfs")
+    full, keep = tmp_path / "full", tmp_path / "kept"
+    full.mkdir()
+    script = (
+        f'mount -t tmpfs -o size=8k tmpfs {full} && df -B1 --output=size {full} | tail -1 > {tmp_path}/size && '
+        f'{" ".join(PY)} file {talk64} --model {tiny_ckpt} --no-asr --out {full}/y; rc=$?; '
+        f'cp -r {full}/y {keep}; exit $rc'
+    )
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600)
+    assert int((tmp_path / "size").read_text()) <= 8192  # the disk really is smaller than the timeline
+    assert_one_line_error(p, "No space left on device", f"{full}/y/talk64.partial.")
+    assert sorted(f.name for f in keep.iterdir()) == ["talk64.partial.csv", "talk64.partial.jsonl"]
+    text = (keep / "talk64.partial.jsonl").read_text()
+    assert text.endswith("\n")
+    lines = [json.loads(x) for x in text.splitlines()]  # every line whole
+    windows = [x for x in lines if "index" in x]
+    assert 3 <= len(windows) < 63 and [w["index"] for w in windows] == list(range(len(windows)))
+    if "index" not in lines[-1]:  # the status line, when the cut freed room for it
+        assert lines[-1]["end"]["complete"] is False
+    csv_text = (keep / "talk64.partial.csv").read_text()
+    assert csv_text.endswith("\n") and all(len(r) == 12 for r in csv.reader(csv_text.splitlines()))
+
+
+def test_sigkill_leaves_only_partial_files(talk64, tiny_ckpt, tmp_path):
+    proc = subprocess.Popen([*PY, "file", str(talk64), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "talk64.partial.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not partial.exists() or partial.read_text().count("\n") < 4):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["talk64.partial.csv", "talk64.partial.jsonl"]
+    assert len([x for x in rows(partial) if "index" in x]) >= 3
+
+
+def test_a_run_that_ends_normally_has_only_final_names(tiny_ckpt, tmp_path):
+    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["talk_6emotions.csv", "talk_6emotions.jsonl", "talk_6emotions.png"]
+    assert rows(tmp_path / "talk_6emotions.jsonl")[-1]["end"] == {"complete": True, "windows": 12}
