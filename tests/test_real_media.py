@@ -86,3 +86,42 @@ def test_a_run_that_ends_normally_has_only_final_names(tiny_ckpt, tmp_path):
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["talk_6emotions.csv", "talk_6emotions.jsonl", "talk_6emotions.png"]
     assert rows(tmp_path / "talk_6emotions.jsonl")[-1]["end"] == {"complete": True, "windows": 12}
+
+
+# ---- 5: bounded windows, signals honoured -------------------------------------------------------
+
+@pytest.mark.parametrize("cmd,opt,value", [
+    (["file", str(TALK6), "--no-asr"], "--window", "1e9"),
+    (["file", str(TALK6), "--no-asr"], "--hop", "0.01"),
+    (["live", "--camera", str(TALK6), "--no-mic", "--duration", "3"], "--window", "1e9"),
+    (["live", "--camera", str(TALK6), "--no-mic"], "--hop", "nan"),
+])
+def test_window_and_hop_outside_a_sane_range_are_refused_at_once(tmp_path, cmd, opt, value):
+    t0 = time.monotonic()
+    p = run(*cmd, opt, value, "--out", str(tmp_path), timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert_one_line_error(p, f"{opt} must be between 0.1 and 30 seconds")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--window", "30", "--hop", "0.1"]])
+def test_live_exits_within_5_s_of_sigterm(talk64, tiny_ckpt, tmp_path, extra):
+    proc = subprocess.Popen([*PY, "live", "--camera", str(talk64), "--no-mic", "--model", str(tiny_ckpt), *extra,
+                             "--out", str(tmp_path), "--no-plot"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("live:"):  # the sources run, the transcriber too
+                break
+        time.sleep(4)
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 5, err
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    files = sorted(f.name for f in tmp_path.iterdir())
+    assert len(files) == 2 and not any(".partial" in f for f in files)
+    end = rows(tmp_path / files[1])[-1]["end"]
+    assert end["complete"] is True

@@ -234,8 +234,9 @@ class Engine:
         """(start, end) of the window's audio segments, cut at the window's end (zero-padded later)."""
         if not self.use["A"]:
             return []
-        return [(s, round(min(s + self.seg_seconds, w.end), 6)) for s in w.segment_starts(self.seg_seconds)
-                if s < min(end, self.audio_time)]
+        until = min(end, self.audio_time)
+        return [(s, round(min(s + self.seg_seconds, w.end), 6)) for s in w.segment_starts(self.seg_seconds, until)
+                if s < until]
 
     def _score(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
         """Score ``windows`` in batches of at most BATCH_WINDOWS (one each for the naive baseline),

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from ..asr import Transcriber, Word
-from ..config import StreamConfig
+from ..config import MAX_WINDOW_SECONDS, StreamConfig
 from ..errors import MerstreamError
 from ..scorer import Scorer
 from .buffers import AudioRing, FrameRing
@@ -56,7 +56,7 @@ class LiveOptions:
     asr_max_lag: float = 8.0  # real time: the transcriber skips audio this far behind
     asr_min_chunk: float = 1.0  # seconds of new audio per transcription
     frame_capacity: int = 96  # frames in the video ring
-    audio_capacity: float = 30.0  # seconds in the audio ring
+    audio_capacity: float = MAX_WINDOW_SECONDS  # seconds in the audio ring (a whole window of the longest)
     poll: float = 0.02  # scorer wake-up period (s)
 
     def __post_init__(self) -> None:

@@ -26,8 +26,10 @@ class Window:
         step = (self.end - self.start) / n
         return [round(self.start + (i + 0.5) * step, 6) for i in range(n)]
 
-    def segment_starts(self, segment_seconds: float) -> list[float]:
-        count = max(1, math.ceil((self.end - self.start) / segment_seconds - EPS))
+    def segment_starts(self, segment_seconds: float, until: float = math.inf) -> list[float]:
+        """Starts of the window's audio segments; with ``until`` (where the media ends) only those
+        before it."""
+        count = max(1, math.ceil((min(self.end, until) - self.start) / segment_seconds - EPS))
         return [round(self.start + j * segment_seconds, 6) for j in range(count)]
 
 
