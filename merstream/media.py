@@ -24,6 +24,7 @@ class MediaInfo:
     fps: float | None = None
     width: int | None = None
     height: int | None = None
+    audio_start: float = 0.0  # where the audio track starts on the media clock (earlier: no audio, not silence)
 
 
 def is_url(path: str | Path) -> bool:
@@ -61,8 +62,8 @@ def probe(path: str | Path) -> MediaInfo:
         if v is None and a is None:
             raise MerstreamError(f"{path} has neither a video nor an audio stream")
         duration = 0.0
-        if c.duration:
-            duration = c.duration / av.time_base
+        if c.duration:  # counted from the container's start time: on the media clock it ends later
+            duration = c.duration / av.time_base + (c.start_time / av.time_base if c.start_time else 0.0) - media_origin(c)
         elif v is not None and v.duration and v.time_base:
             duration = float(v.duration * v.time_base)
         fps = float(v.average_rate) if v is not None and v.average_rate else None
@@ -70,18 +71,33 @@ def probe(path: str | Path) -> MediaInfo:
             str(path), duration, v is not None, a is not None, fps,
             v.codec_context.width if v is not None else None,
             v.codec_context.height if v is not None else None,
+            audio_start=max(_start_seconds(a) - media_origin(c), 0.0) if a is not None else 0.0,
         )
 
 
+# containers whose timestamps may start anywhere (a broadcast or network clock): their zero is the
+# first timestamp. Files (MP4, Matroska, WAV, ...) count from 0, and a stream that starts later
+# starts later on the media clock (an MP4 with an empty edit, `ffmpeg -itsoffset`).
+CLOCK_FORMATS = {"mpegts", "mpegtsraw", "mpeg", "mpegvideo", "rtsp", "rtp", "sdp", "hls", "dash"}
+
+
+def media_origin(c) -> float:
+    """The container's zero, in stream seconds: media time 0 for every stream."""
+    start = c.start_time / av.time_base if c.start_time is not None else 0.0
+    if start > 0 and CLOCK_FORMATS & set(c.format.name.split(",")):
+        return start
+    return 0.0
+
+
 def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame
+    """Yield (media time in seconds, RGB uint8 HxWx3) for every decodable video frame
     (``rgb=False``: the decoded ``av.VideoFrame``, to convert later with :func:`frame_rgb`)."""
     with _open(path) as c:
         stream = video_stream(c)
         if stream is None:
             return
         stream.thread_type = "AUTO"
-        start = stream.start_time if stream.start_time is not None else 0
+        origin = media_origin(c)
         tb = float(stream.time_base)
         last = -1.0
         try:
@@ -89,7 +105,7 @@ def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.
                 if frame.pts is None:
                     t = last + 1.0 / float(stream.average_rate or 30)
                 else:
-                    t = (frame.pts - start) * tb
+                    t = frame.pts * tb - origin
                 if t <= last:  # duplicate or out-of-order timestamp: keep time monotonic
                     t = last + 1e-3
                 last = t
@@ -115,16 +131,15 @@ def _start_seconds(stream) -> float:
 
 
 def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """The first audio stream as consecutive float32 mono chunks at ``sample_rate``, on the video's
-    clock: sample 0 is at the video stream's start (audio that starts later is preceded by
-    silence, audio that starts earlier is cut), or at the first audio sample in audio-only files.
-    Nothing when there is no audio stream."""
+    """The first audio stream as consecutive float32 mono chunks at ``sample_rate`` on the media
+    clock: sample 0 is at the container's zero (:func:`media_origin`; audio that starts later is
+    preceded by zeros, see ``MediaInfo.audio_start``, audio before it is cut). Nothing when there is
+    no audio stream."""
     with _open(path) as c:
         if not c.streams.audio:
             return
         stream = c.streams.audio[0]
-        v = video_stream(c)
-        origin = _start_seconds(v) if v is not None else None
+        origin = media_origin(c)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         done = 0
         skip = 0

@@ -136,7 +136,10 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
     nearest frame (the earlier one on a tie), so a frame at p between neighbours pp and q is
     needed iff a sample time lies in ((pp + p) / 2, (p + q) / 2]. The rest (about 4 in 5 at
     30 fps) are never converted to RGB. Frames near the end are all kept: the last window is
-    clipped at the end of the media and samples its own span."""
+    clipped at the end of the media and samples its own span. Where frames lie farther apart than
+    the sampling step, a sample time with no frame near takes the frame on screen (held), so p is
+    then needed up to q."""
+    step = stream.window / n  # frames closer than this leave no sample time without a near frame
     # the last window starts here; its clipped span is sampled anew, so keep every frame from it on
     tail = (window_count(duration, stream.window, stream.hop) - 1) * stream.hop - 0.5 if duration > 0 else math.inf
 
@@ -153,7 +156,8 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
     prev = None
     for t, frame in frames:
         if prev is not None:
-            if prev[0] >= tail or needed((pp + prev[0]) / 2, (prev[0] + t) / 2):
+            hi = (prev[0] + t) / 2 if t - prev[0] <= step else t
+            if prev[0] >= tail or needed((pp + prev[0]) / 2, hi):
                 yield prev
             pp = prev[0]
         prev = (t, frame)
@@ -164,6 +168,7 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
 def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig, reuse: bool = True) -> Engine:
     has_audio = job.audio is not None
     engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio, reuse=reuse)
+    engine.audio_from = job.info.audio_start
     if job.pending is None:
         engine.insert_words(job.words, until=float("inf"))
     return engine
@@ -230,7 +235,7 @@ def score_job(
                     due += batch * stream.hop
             if on_progress:
                 on_progress(t)
-        engine.end_video()
+        engine.end_video(last_t + (1.0 / job.info.fps if job.info.fps else 0.0))  # the last frame is on screen until then
     feed_audio(float("inf"))
     while job.pending is not None and not job.pending.done():  # an audio-only file (or the windows after
         if not engine.encode_ahead(limit=batch):  # the last frame): encode their audio while the words come

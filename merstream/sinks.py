@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -61,8 +62,8 @@ class TimelineWriter:
     def write(self, r: WindowResult) -> None:
         self._append(self._jsonl, lambda: self._jsonl.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n"))
         self._append(self._csv_file, lambda: self._csv.writerow(
-            [f"{r.start:.3f}", f"{r.end:.3f}", *(f"{r.scores[k]:.5f}" for k in self.labels),
-             ";".join(r.labels), r.top, r.modalities, r.text]
+            [f"{r.start:.3f}", f"{r.end:.3f}", *("" if r.scores[k] is None else f"{r.scores[k]:.5f}" for k in self.labels),
+             ";".join(r.labels), r.top or "", r.modalities, r.text]
         ))
         self.results.append(r)
 
@@ -129,7 +130,8 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
     mids = [(r.start + r.end) / 2 for r in results]
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     for lab in labels:
-        ax.plot(mids, [r.scores[lab] for r in results], marker="o", markersize=3, label=lab)
+        ys = [math.nan if r.scores[lab] is None else r.scores[lab] for r in results]  # no input: a gap
+        ax.plot(mids, ys, marker="o", markersize=3, label=lab)
     ax.set_xlabel("time (s, window centre)")
     ax.set_ylabel("score")
     ax.set_ylim(0, 1)
@@ -146,7 +148,9 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
 
 
 def summary(results: list[WindowResult]) -> list[tuple[str, int, float]]:
-    """(label, windows where it was the top label, mean score) sorted by count."""
+    """(label, windows where it was the top label, mean score) sorted by count; windows without
+    any input (no scores) are left out."""
+    results = [r for r in results if r.top is not None]
     if not results:
         return []
     tops = Counter(r.top for r in results)

@@ -125,3 +125,62 @@ def test_live_exits_within_5_s_of_sigterm(talk64, tiny_ckpt, tmp_path, extra):
     assert len(files) == 2 and not any(".partial" in f for f in files)
     end = rows(tmp_path / files[1])[-1]["end"]
     assert end["complete"] is True
+
+
+# ---- 6: a frame on screen belongs to the window; no input, no label ---------------------------
+
+def test_a_held_frame_belongs_to_the_windows_it_is_on_screen_in(tiny_ckpt, tmp_path):
+    low = tmp_path / "lowfps.mp4"
+    ffmpeg("-i", str(TALK6), "-r", "0.4", "-c:v", "libx264", "-c:a", "copy", str(low))
+    v = ffprobe(low, "-count_frames", "-select_streams", "v", "-show_entries", "stream=nb_read_frames,duration")["streams"][0]
+    assert int(v["nb_read_frames"]) == 7 and float(v["duration"]) == pytest.approx(17.5)  # the last frame held 2.5 s
+    p = run("file", str(low), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    windows = [x for x in rows(tmp_path / "lowfps.jsonl") if "index" in x]
+    assert len(windows) == 17 and windows[-1]["start"] == 16.0 and windows[-1]["end"] == pytest.approx(17.5)
+    assert all("V" in w["modalities"] and w["frames"] == 12 for w in windows)
+    assert windows[-1]["modalities"] == "V" and windows[-1]["segments"] == 0  # the audio ended at 12.7 s
+
+
+def test_windows_with_no_input_have_no_scores_and_no_label(tiny_ckpt, tmp_path):
+    late = tmp_path / "late.m4a"
+    ffmpeg("-itsoffset", "5", "-i", str(TALK6), "-vn", str(late))
+    a = ffprobe(late, "-show_entries", "stream=start_time")["streams"][0]
+    assert float(a["start_time"]) > 4.9  # the audio really starts ~5 s after the container's zero
+    p = run("file", str(late), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    windows = [x for x in rows(tmp_path / "late.jsonl") if "index" in x]
+    assert windows[-1]["end"] == pytest.approx(17.69, abs=0.05)
+    empty = [w for w in windows if w["end"] <= 5.0]
+    assert len(empty) == 4
+    for w in empty:
+        assert w["top"] is None and w["labels"] == [] and w["modalities"] == "" and w["segments"] == 0
+        assert set(w["scores"].values()) == {None}
+    assert all(w["modalities"] == "A" and None not in w["scores"].values() for w in windows[5:])
+    table = list(csv.reader((tmp_path / "late.csv").read_text().splitlines()))
+    assert all(cell == "" for row in table[1:5] for cell in row[2:])  # empty cells, not numbers
+    assert all(cell != "" for cell in table[6][2:10])
+    assert (tmp_path / "late.png").stat().st_size > 10_000
+    assert "late.m4a: 17 windows" in p.stdout
+
+
+# ---- 2: media time starts at the container's zero for every stream -----------------------------
+
+@pytest.mark.parametrize("offset", ["1", "2.5"])
+def test_a_video_stream_that_starts_late(tiny_ckpt, tmp_path, offset):
+    late = tmp_path / "late.mp4"
+    ffmpeg("-itsoffset", offset, "-i", str(TALK6), "-i", str(TALK6), "-map", "0:v", "-map", "1:a", "-c", "copy", str(late))
+    starts = {s["codec_type"]: float(s["start_time"]) for s in ffprobe(late, "-show_entries", "stream=codec_type,start_time")["streams"]}
+    assert starts == {"video": float(offset), "audio": 0.0}
+    p = run("file", str(late), "--model", str(tiny_ckpt), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "truncated" not in p.stderr
+    lines = rows(tmp_path / "late.jsonl")
+    assert lines[-1]["end"]["complete"] is True
+    windows = lines[1:-1]
+    assert windows[-1]["end"] == pytest.approx(12.67 + float(offset), abs=0.05)
+    assert windows[0]["segments"] == 1 and "A" in windows[0]["modalities"]  # the leading audio is scored
+    if offset == "2.5":
+        assert windows[0]["modalities"] == "A" and windows[0]["frames"] == 0  # before the first frame: no vision
+    assert 0 < windows[0]["frames"] < 12 or offset == "2.5"
+    assert all(w["frames"] == 12 for w in windows[3:])

@@ -124,6 +124,9 @@ class LiveRunner:
         has_text = audio is not None and transcriber is not None and "L" in scorer.modalities
         self.engine = Engine(scorer, self.opts.stream, has_video=video is not None, has_audio=audio is not None,
                              has_text=has_text, max_pending=self.opts.max_pending if self.realtime else None)
+        info = getattr(audio, "info", None)
+        if info is not None and not getattr(audio, "loop", False):  # a file's late audio track: no audio before it
+            self.engine.audio_from = info.audio_start
         self.sr = self.engine.sr
         self.clock = Clock()
         self.frames = FrameRing(self.opts.frame_capacity)
@@ -305,7 +308,7 @@ class LiveRunner:
         # a track that ended (a file shorter than its other track) must not hold windows back
         # (Engine.end_video / end_audio, where the engine has them)
         if self.video is not None and self.video.done.is_set() and self.video.error is None and not len(self.frames):
-            getattr(e, "end_video", lambda: None)()
+            getattr(e, "end_video", lambda until=None: None)(self.video.end_time)
         if self.audio is not None and self.audio.done.is_set() and self.audio.error is None \
                 and not self.audio_ring.available(self.ENGINE):
             getattr(e, "end_audio", lambda: None)()

@@ -58,9 +58,9 @@ class WindowResult:
     index: int
     start: float
     end: float
-    scores: dict[str, float]
+    scores: dict[str, float | None]  # None: the window had no input at all (no modality)
     labels: list[str]  # predicted labels (above threshold, or the argmax for sentiment)
-    top: str
+    top: str | None
     text: str
     modalities: str  # which modalities this window had, in fusion order, e.g. "LVA"
     frames: int
@@ -74,7 +74,7 @@ class WindowResult:
             "end": round(self.end, 3),
             "top": self.top,
             "labels": self.labels,
-            "scores": {k: round(v, 5) for k, v in self.scores.items()},
+            "scores": {k: None if v is None else round(v, 5) for k, v in self.scores.items()},
             "text": self.text,
             "modalities": self.modalities,
             "frames": self.frames,
