@@ -25,6 +25,16 @@ class MediaInfo:
     width: int | None = None
     height: int | None = None
     audio_start: float = 0.0  # where the audio track starts on the media clock (earlier: no audio, not silence)
+    audio_track: int = 0  # the audio track used (0-based among the audio tracks, as ffmpeg's -map 0:a:N)
+    audio_tracks: int = 0  # how many audio tracks there are
+    audio_why: str = "the first"  # why that track: "asked for", "marked default", "the first"
+
+    def audio_track_note(self) -> str | None:
+        """Which audio track is used, when there is a choice."""
+        if self.audio_tracks < 2:
+            return None
+        return (f"audio: track {self.audio_track} ({self.audio_why}) of {self.audio_tracks} audio tracks "
+                f"0-{self.audio_tracks - 1} (--audio-track N picks another)")
 
 
 def is_url(path: str | Path) -> bool:
@@ -55,10 +65,24 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e).splitlines()[0]
 
 
-def probe(path: str | Path) -> MediaInfo:
+def audio_stream(c, track: int | None = None, path: str | Path = ""):
+    """The audio stream to use: track ``track`` (0-based among the audio streams), else the one
+    marked default (as players and ffmpeg pick it), else the first. None when there is none."""
+    streams = list(c.streams.audio)
+    if track is not None:
+        if not 0 <= track < len(streams):
+            have = f"{len(streams)} audio track{'s' if len(streams) != 1 else ''}" + (f" (0-{len(streams) - 1})" if streams else "")
+            raise MerstreamError(f"--audio-track {track}: {path} has {have}")
+        return streams[track]
+    if not streams:
+        return None
+    return next((a for a in streams if a.disposition & av.stream.Disposition.default), streams[0])
+
+
+def probe(path: str | Path, audio_track: int | None = None) -> MediaInfo:
     with _open(path) as c:
         v = video_stream(c)
-        a = c.streams.audio[0] if c.streams.audio else None
+        a = audio_stream(c, audio_track, path)
         if v is None and a is None:
             raise MerstreamError(f"{path} has neither a video nor an audio stream")
         duration = 0.0
@@ -72,6 +96,9 @@ def probe(path: str | Path) -> MediaInfo:
             v.codec_context.width if v is not None else None,
             v.codec_context.height if v is not None else None,
             audio_start=max(_start_seconds(a) - media_origin(c), 0.0) if a is not None else 0.0,
+            audio_track=list(c.streams.audio).index(a) if a is not None else 0, audio_tracks=len(c.streams.audio),
+            audio_why="asked for" if audio_track is not None else
+            "marked default" if a is not None and a.disposition & av.stream.Disposition.default else "the first",
         )
 
 
@@ -130,15 +157,15 @@ def _start_seconds(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
 
 
-def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """The first audio stream as consecutive float32 mono chunks at ``sample_rate`` on the media
+def iter_audio(path: str | Path, sample_rate: int = 16000, track: int | None = None) -> Iterator[np.ndarray]:
+    """The audio stream (:func:`audio_stream`) as consecutive float32 mono chunks at ``sample_rate`` on the media
     clock: sample 0 is at the container's zero (:func:`media_origin`; audio that starts later is
     preceded by zeros, see ``MediaInfo.audio_start``, audio before it is cut). Nothing when there is
     no audio stream."""
     with _open(path) as c:
-        if not c.streams.audio:
+        stream = audio_stream(c, track, path)
+        if stream is None:
             return
-        stream = c.streams.audio[0]
         origin = media_origin(c)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         done = 0
@@ -167,12 +194,12 @@ def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarra
             raise MerstreamError(f"{path}: audio decoding failed after {done / sample_rate:.2f} s, file truncated or corrupt ({_reason(e)})") from None
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
-    """The first audio stream as float32 mono at ``sample_rate`` (None when there is none)."""
+def read_audio(path: str | Path, sample_rate: int = 16000, track: int | None = None) -> np.ndarray | None:
+    """The audio stream (:func:`audio_stream`) as float32 mono at ``sample_rate`` (None when there is none)."""
     with _open(path) as c:
-        if not c.streams.audio:
+        if audio_stream(c, track, path) is None:
             return None
-    chunks = list(iter_audio(path, sample_rate))
+    chunks = list(iter_audio(path, sample_rate, track))
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -101,15 +101,15 @@ class FileJob:
 
 
 def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note: Callable[[str], None] = print,
-            overlap: bool = False) -> FileJob:
+            overlap: bool = False, audio_track: int | None = None) -> FileJob:
     """Probe, decode the audio track and transcribe it (words with times); with ``overlap`` the
     transcription runs in the background (``job.pending``) while :func:`score_job` encodes frames."""
     t0 = time.perf_counter()
-    info = probe(path)
-    notes = []
+    info = probe(path, audio_track)
+    notes = [n for n in [info.audio_track_note()] if n]
     audio = None
     if info.has_audio:
-        audio = read_audio(path, scorer.audio_cfg.sample_rate)
+        audio = read_audio(path, scorer.audio_cfg.sample_rate, info.audio_track)
         if audio is not None and len(audio) == 0:
             audio = None
     if audio is None:
@@ -290,6 +290,7 @@ def score_file(
     on_start: Callable[[float], None] | None = None,
     on_window: Callable[[float, int], None] | None = None,
     stem: str | None = None,
+    audio_track: int | None = None,
 ) -> FileRun:
     """The whole `merstream file` pipeline for one input: decode, transcribe, score every window,
     write the timeline as windows are produced (JSONL/CSV flushed per window), then the plot.
@@ -297,12 +298,13 @@ def score_file(
     ``stem`` names the outputs (default: the input's name without its extension)."""
     t0 = time.perf_counter()
     path = Path(path)
-    job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse)  # the naive baseline: sequential
+    job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
     writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
             "source": str(path), "model": scorer.notice, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
+            "audio_track": job.info.audio_track if job.info.has_audio else None,
         })
         engine = make_engine(job, scorer, stream, reuse=reuse)
         if on_start:

@@ -184,3 +184,48 @@ def test_a_video_stream_that_starts_late(tiny_ckpt, tmp_path, offset):
         assert windows[0]["modalities"] == "A" and windows[0]["frames"] == 0  # before the first frame: no vision
     assert 0 < windows[0]["frames"] < 12 or offset == "2.5"
     assert all(w["frames"] == 12 for w in windows[3:])
+
+
+# ---- 4: the default audio track, --audio-track N ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_tracks(tmp_path_factory) -> Path:
+    """A sine as audio track 0 and the speech as track 1, marked default."""
+    p = tmp_path_factory.mktemp("two") / "two.mp4"
+    ffmpeg("-i", str(TALK6), "-f", "lavfi", "-i", "sine=f=440:d=12.7", "-map", "0:v", "-map", "1:a", "-map", "0:a",
+           "-c:v", "copy", "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default", str(p))
+    audio = [s for s in ffprobe(p, "-show_streams")["streams"] if s["codec_type"] == "audio"]
+    assert [s["disposition"]["default"] for s in audio] == [0, 1]
+    return p
+
+
+@pytest.mark.parametrize("track", [None, 0, 1])
+def test_the_default_audio_track_is_used_and_audio_track_picks_one(two_tracks, tiny_ckpt, tmp_path, track):
+    extra = [] if track is None else ["--audio-track", str(track)]
+    p = run("file", str(two_tracks), "--model", str(tiny_ckpt), "--no-plot", "--out", str(tmp_path), *extra)
+    assert p.returncode == 0, p.stderr
+    used = 1 if track is None else track
+    why = "marked default" if track is None else "asked for"
+    assert f"note: audio: track {used} ({why}) of 2 audio tracks 0-1" in p.stderr
+    lines = rows(tmp_path / "two.jsonl")
+    assert lines[0]["meta"]["audio_track"] == used
+    words = " ".join(w["text"] for w in lines[1:-1]).lower()
+    if used == 1:
+        assert "jacket" in words  # the speech is transcribed
+    else:
+        assert words.strip() == ""  # the sine has no words
+
+
+def test_audio_track_in_live_and_out_of_range(two_tracks, tiny_ckpt, tmp_path):
+    p = run("live", "--camera", str(two_tracks), "--no-mic", "--fast", "--no-asr", "--model", str(tiny_ckpt),
+            "--no-plot", "--out", str(tmp_path), "--audio-track", "0")
+    assert p.returncode == 0, p.stderr
+    assert "note: audio: track 0 (asked for) of 2 audio tracks 0-1" in p.stderr
+    (jsonl,) = tmp_path.glob("live-*.jsonl")
+    lines = rows(jsonl)
+    assert lines[0]["meta"]["audio_track"] == 0 and all(w["modalities"] == "VA" for w in lines[1:-1])
+    p = run("live", "--camera", str(two_tracks), "--no-mic", "--fast", "--no-asr", "--model", str(tiny_ckpt),
+            "--out", str(tmp_path), "--audio-track", "2")
+    assert_one_line_error(p, "--audio-track 2:", "has 2 audio tracks (0-1)")
+    p = run("file", str(TALK6), "--audio-track", "1", "--out", str(tmp_path))
+    assert_one_line_error(p, "--audio-track 1:", "has 1 audio track (0-0)")
