@@ -142,7 +142,17 @@ def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.
 
 
 def frame_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    """The frame as a player shows it: RGB, turned by its display matrix (a phone video's rotation)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(round(_rotation(frame) / 90)) % 4  # counter-clockwise quarter turns (FFmpeg's convention)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _rotation(frame) -> float:
+    try:
+        return float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):  # no display matrix
+        return 0.0
 
 
 def video_stream(c):

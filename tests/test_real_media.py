@@ -229,3 +229,64 @@ def test_audio_track_in_live_and_out_of_range(two_tracks, tiny_ckpt, tmp_path):
     assert_one_line_error(p, "--audio-track 2:", "has 2 audio tracks (0-1)")
     p = run("file", str(TALK6), "--audio-track", "1", "--out", str(tmp_path))
     assert_one_line_error(p, "--audio-track 1:", "has 1 audio track (0-0)")
+
+
+# ---- 1: rotation metadata (every phone video) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> tuple[Path, Path]:
+    """Sideways pixels with a display matrix that turns them upright (a phone video), and the same
+    pixels as a player shows them (ffmpeg's own rotation, lossless)."""
+    d = tmp_path_factory.mktemp("portrait")
+    ffmpeg("-i", str(TALK6), "-vf", "transpose=2", "-c:a", "copy", str(d / "side.mp4"))
+    ffmpeg("-i", str(d / "side.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=270", str(d / "portrait.mp4"))
+    ffmpeg("-i", str(d / "portrait.mp4"), "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-c:a", "copy",
+           str(d / "upright.mp4"))
+    v = ffprobe(d / "portrait.mp4", "-select_streams", "v", "-show_streams")["streams"][0]
+    assert (v["width"], v["height"]) == (360, 480)
+    assert abs(next(x["rotation"] for x in v["side_data_list"] if x["side_data_type"] == "Display Matrix")) == 90
+    u = ffprobe(d / "upright.mp4", "-select_streams", "v", "-show_streams")["streams"][0]
+    assert (u["width"], u["height"]) == (480, 360) and not u.get("side_data_list")
+    return d / "portrait.mp4", d / "upright.mp4"
+
+
+def test_rotated_video_is_decoded_upright(portrait, tmp_path):
+    import cv2
+
+    from merstream.faces import FaceCropper
+    from merstream.media import iter_frames
+
+    faces = FaceCropper()
+
+    def boxes(path):
+        return [faces.find(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)) for i, (_, rgb) in enumerate(iter_frames(path)) if i % 10 == 0]
+
+    got, want = boxes(portrait[0]), boxes(portrait[1])
+    assert len(got) == len(want) == 38 and sum(b is not None for b in want) >= 36
+    near = sum(a is not None and b is not None and max(abs(a.x - b.x), abs(a.y - b.y), abs(a.size - b.size)) <= 2
+               for a, b in zip(got, want))
+    assert near >= 36
+    tops = {}
+    for path in portrait:  # the default model crops the face: sideways frames change its labels
+        p = run("file", str(path), "--no-asr", "--no-plot", "--out", str(tmp_path))
+        assert p.returncode == 0, p.stderr
+        tops[path.stem] = [w["top"] for w in rows(tmp_path / f"{path.stem}.jsonl")[1:-1]]
+    assert len(tops["portrait"]) == 12
+    assert sum(a == b for a, b in zip(tops["portrait"], tops["upright"])) >= 11
+
+
+def test_rotated_video_live_and_record_are_upright(portrait, tmp_path):
+    import cv2
+
+    rec = tmp_path / "rec.mp4"
+    p = run("live", "--camera", str(portrait[0]), "--no-mic", "--no-asr", "--fast", "--no-plot", "--duration", "4",
+            "--record", str(rec), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    v = ffprobe(rec, "-select_streams", "v", "-show_streams")["streams"][0]
+    assert (v["width"], v["height"]) == (480, 360) and not v.get("side_data_list")
+    cap = cv2.VideoCapture(str(rec))
+    ok, bgr = cap.read()
+    cap.release()
+    from merstream.faces import FaceCropper
+
+    assert ok and FaceCropper().find(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) is not None  # a face, so upright
