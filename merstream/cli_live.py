@@ -177,7 +177,16 @@ def live_cmd(
     what = " + ".join(s.name for s in runner.sources)
     console.print(f"live: {what}  ->  {writer.jsonl_path}  (Ctrl-C stops)", soft_wrap=True, highlight=False)
 
+    noted: set[str] = set()
+
+    def note_stopped(snap, final: bool = False) -> None:  # a track that ends while the run goes on is said once
+        for track, t in snap.stopped.items():
+            if track not in noted and (final or not interactive):  # the interactive view shows it meanwhile
+                noted.add(track)
+                note(f"the {track} stopped at {t:.1f} s: the windows after it score without it")
+
     def tick() -> None:
+        note_stopped(runner.snapshot())
         if recorder is not None:
             recorder.status = status_line(runner.snapshot())[:90]
         if show:
@@ -205,7 +214,8 @@ def live_cmd(
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-        writer.close(error=error)
+        stopped = runner.snapshot().stopped
+        writer.close(error=error, info={"stopped": stopped} if stopped else None)
         if recorder is not None:
             recorder.close()
         if show:
@@ -215,6 +225,7 @@ def live_cmd(
 
     # ---- report ----------------------------------------------------------------------------
     snap = runner.snapshot()
+    note_stopped(snap, final=True)
     console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)", soft_wrap=True)
     if recorder is not None:
         console.print(f"video: {recorder.path} ({recorder.written} frames, {recorder.dropped} dropped)", soft_wrap=True)

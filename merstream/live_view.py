@@ -38,6 +38,8 @@ def status_line(s: LiveSnapshot) -> str:
         parts.append(f"ASR skipped {s.asr_skipped_seconds:.1f} s")
     if s.text_forced:
         parts.append(f"transcript deadline hit {s.text_forced}x")
+    for track, t in s.stopped.items():
+        parts.append(f"{track} stopped at {t:.1f} s")
     return "  ".join(parts)
 
 

@@ -197,7 +197,8 @@ def iter_audio(path: str | Path, sample_rate: int = 16000, track: int | None = N
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                     done += len(chunk)
-                    yield chunk
+                    if len(chunk):  # an empty chunk is not the end (live's file source stopped at one)
+                        yield chunk
             for out in resampler.resample(None):
                 yield out.to_ndarray().reshape(-1)
         except av.FFmpegError as e:

@@ -316,8 +316,11 @@ def score_file(
         raise
     finally:
         with signals_deferred():  # a second Ctrl-C must not cut the clean-up short
+            stopped = engine.stopped(writer.results[-1].end) if engine is not None and writer is not None and writer.results else {}
+            for track, t in stopped.items():
+                on_note(f"the {track} track stops at {t:.1f} s: the windows after it score without it")
             if writer is not None:
-                writer.close(error=error)
+                writer.close(error=error, info={"stopped": stopped} if stopped else None)
                 if writer.results and error is not None:
                     on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
             if job.pending is not None:

@@ -67,14 +67,14 @@ class TimelineWriter:
         ))
         self.results.append(r)
 
-    def close(self, error: str | None = None) -> None:
+    def close(self, error: str | None = None, info: dict | None = None) -> None:
         """Close the files; the JSONL ends with a status line, so a cut-short timeline never looks
         complete: {"end": {"complete": true, "windows": N}} or {"end": {"complete": false, "error": ...}}.
         Without an error the files get their final names; with one they stay ``.partial``, cut back
         to their last whole line. Raises MerstreamError (naming the file) when the end cannot be written."""
         failed = None
         if not self._jsonl.closed:
-            status = {"complete": error is None, "windows": len(self.results)}
+            status = {"complete": error is None, "windows": len(self.results), **(info or {})}
             if error is not None:
                 status["error"] = error
             try:

@@ -140,6 +140,8 @@ def test_a_held_frame_belongs_to_the_windows_it_is_on_screen_in(tiny_ckpt, tmp_p
     assert len(windows) == 17 and windows[-1]["start"] == 16.0 and windows[-1]["end"] == pytest.approx(17.5)
     assert all("V" in w["modalities"] and w["frames"] == 12 for w in windows)
     assert windows[-1]["modalities"] == "V" and windows[-1]["segments"] == 0  # the audio ended at 12.7 s
+    assert rows(tmp_path / "lowfps.jsonl")[-1]["end"]["stopped"] == {"audio": pytest.approx(12.8, abs=0.2)}
+    assert "note: the audio track stops at 12.9 s: the windows after it score without it" in p.stderr
 
 
 def test_windows_with_no_input_have_no_scores_and_no_label(tiny_ckpt, tmp_path):
@@ -290,3 +292,33 @@ def test_rotated_video_live_and_record_are_upright(portrait, tmp_path):
     from merstream.faces import FaceCropper
 
     assert ok and FaceCropper().find(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) is not None  # a face, so upright
+
+
+# ---- 3: live keeps a file's audio; a track that stops is noted -----------------------------------
+
+def test_live_keeps_the_audio_of_a_file_whose_video_starts_after_zero(tiny_ckpt, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"file '{TALK6}'\n" * 5)
+    long = tmp_path / "long.mp4"
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(long))
+    starts = {s["codec_type"]: float(s["start_time"]) for s in ffprobe(long, "-show_entries", "stream=codec_type,start_time")["streams"]}
+    assert 0.01 < starts["video"] < 0.05 and starts["audio"] == 0.0
+    p = run("live", "--camera", str(long), "--no-mic", "--no-asr", "--fast", "--duration", "10", "--model", str(tiny_ckpt),
+            "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    (jsonl,) = tmp_path.glob("live-*.jsonl")
+    windows = rows(jsonl)[1:-1]
+    assert len(windows) == 9 and all(w["modalities"] == "VA" and w["segments"] == 1 for w in windows)
+
+
+def test_live_notes_a_track_that_stops_mid_run(tiny_ckpt, tmp_path):
+    low = tmp_path / "lowfps.mp4"
+    ffmpeg("-i", str(TALK6), "-r", "0.4", "-c:v", "libx264", "-c:a", "copy", str(low))  # video to 17.5 s, audio to 12.7 s
+    p = run("live", "--camera", str(low), "--no-mic", "--no-asr", "--fast", "--model", str(tiny_ckpt), "--no-plot",
+            "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "note: the audio stopped at 12.9 s: the windows after it score without it" in p.stderr, p.stderr
+    (jsonl,) = tmp_path.glob("live-*.jsonl")
+    lines = rows(jsonl)
+    assert lines[-1]["end"]["stopped"] == {"audio": pytest.approx(12.8, abs=0.2)}
+    assert lines[-2]["modalities"] == "V" and lines[-2]["frames"] == 12

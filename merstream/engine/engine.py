@@ -59,6 +59,7 @@ class Engine:
         self.max_pending = max_pending  # live: when more windows are ready than this, drop the oldest
         self.reuse = reuse  # False: the naive baseline, every window re-encodes its own frames/segments
         self.video_done = not has_video  # a finished track no longer holds windows back
+        self.ended: dict[str, float] = {}  # "video" / "audio": media time at which that track ended
         self.audio_done = not has_audio
         self.sr = scorer.audio_cfg.sample_rate
         self.seg_seconds = scorer.audio_cfg.segment_seconds
@@ -130,10 +131,17 @@ class Engine:
         video ends; default: the last frame's own time); the windows after it score without vision."""
         self.video_done = True
         self.video_end = self.video_time if until is None else max(until, self.video_time)
+        self.ended.setdefault("video", self.video_end)
 
     def end_audio(self) -> None:
         """No more audio will come."""
         self.audio_done = True
+        self.ended.setdefault("audio", self.audio_time)
+
+    def stopped(self, until: float) -> dict[str, float]:
+        """The tracks that ended more than a hop before ``until`` (where the media ends, or now):
+        {"audio": 12.68} when the audio stopped there and the video went on."""
+        return {k: round(t, 3) for k, t in self.ended.items() if t < until - self.stream.hop}
 
     def _ready(self, w: Window) -> bool:
         """All media of ``w`` has arrived: every live track has passed its end, and the window lies

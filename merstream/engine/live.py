@@ -91,6 +91,7 @@ class LiveSnapshot:
     asr: TranscriptStats | None
     done: bool
     error: str | None
+    stopped: dict = field(default_factory=dict)  # tracks that ended while the run went on: {"audio": 12.7}
 
 
 def percentile(xs, q: float) -> float | None:
@@ -416,6 +417,13 @@ class LiveRunner:
         self._emit(e.process_iter())
         self._emit(e.finish(duration))
 
+    def _known_end(self, t: float) -> float:
+        """``t``, but no later than the container's duration (a track decoding past it has not
+        outlived the others)."""
+        info = getattr(self.video, "info", None) or getattr(self.audio, "info", None)
+        loop = getattr(self.video, "loop", False) or getattr(self.audio, "loop", False)
+        return min(t, info.duration) if info is not None and info.duration > 0 and not loop else t
+
     def _duration(self) -> float:
         """Where the media ended, as `merstream file` computes it."""
         ends = []
@@ -456,5 +464,5 @@ class LiveRunner:
             audio_lost_seconds=self.audio_lost / self.sr, asr_skipped_seconds=self.asr_skipped / self.sr,
             text_forced=self.text_forced, counters=e.counters,
             asr=self.transcript.stats if self.transcript else None,
-            done=self.done.is_set(), error=self.error,
+            done=self.done.is_set(), error=self.error, stopped=e.stopped(self._known_end(media)),
         )

@@ -324,8 +324,8 @@ class AudioFileSource(AudioSource):
             for chunk in iter_audio(self.path, self.sample_rate, self.track):
                 if self.loop:
                     chunk = chunk[: max(period - done, 0)]
-                if not len(chunk):
-                    break
+                    if not len(chunk):  # one period played
+                        break
                 if self.realtime and not self.clock.sleep_until((self.samples + len(chunk)) / self.sample_rate, self._stop):
                     return
                 done += len(chunk)
