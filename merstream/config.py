@@ -44,6 +44,12 @@ class AudioConfig:
     speaker_prior_columns: float = 256.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            raise MerstreamError(f"config: audio.sample_rate must be a positive integer, got {self.sample_rate!r}")
+        for name in ("segment_seconds", "win_ms", "hop_ms"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise MerstreamError(f"config: audio.{name} must be > 0, got {v!r}")
         if self.speaker_mean is not None and len(self.speaker_mean) != self.image_size:
             raise MerstreamError(f"config: audio.speaker_mean needs image_size = {self.image_size} values, "
                                  f"got {len(self.speaker_mean)}")

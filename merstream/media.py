@@ -53,6 +53,8 @@ def _open(path: str | Path):
         raise MerstreamError(f"no such file: {p}")
     if p.is_dir():
         raise MerstreamError(f"{p} is a directory, not a media file")
+    if not p.is_file():  # a FIFO, /dev/stdin, a device: not seekable, and reads as 0 bytes
+        raise MerstreamError(f"{p} is not a regular file: pipes and devices are not supported (save the media to a file)")
     if p.stat().st_size == 0:
         raise MerstreamError(f"{p} is empty (0 bytes)")
     try:

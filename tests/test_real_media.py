@@ -322,3 +322,22 @@ def test_live_notes_a_track_that_stops_mid_run(tiny_ckpt, tmp_path):
     lines = rows(jsonl)
     assert lines[-1]["end"]["stopped"] == {"audio": pytest.approx(12.8, abs=0.2)}
     assert lines[-2]["modalities"] == "V" and lines[-2]["frames"] == 12
+
+
+# ---- minor cases ----------------------------------------------------------------------------------
+
+def test_a_pipe_is_refused_in_one_line(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    assert fifo.is_fifo()
+    p = run("file", str(fifo), "--no-asr", "--out", str(tmp_path), timeout=60)
+    assert_one_line_error(p, "is not a regular file: pipes and devices are not supported")
+
+
+@pytest.mark.parametrize("key,value", [("sample_rate", 0), ("segment_seconds", -1)])
+def test_bad_audio_config_values_are_config_errors(key, value):
+    from merstream.config import AudioConfig
+    from merstream.errors import MerstreamError
+
+    with pytest.raises(MerstreamError, match=f"config: audio.{key} must be"):
+        AudioConfig(**{key: value})
