@@ -62,6 +62,7 @@ class BatchOptions:
     plot: bool = True
     threads: int = 1  # torch/ORT threads per worker
     naive: bool = False
+    audio_track: int | None = None
 
 
 @dataclass
@@ -105,7 +106,7 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
     try:
         scorer, transcriber, stream = _load(opts)
         run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, reuse=not opts.naive,
-                         on_note=notes.append)
+                         on_note=notes.append, audio_track=opts.audio_track)
         return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
     except MerstreamError as e:
         return FileOutcome(path, False, error=str(e), notes=notes)

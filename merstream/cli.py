@@ -37,6 +37,7 @@ def file_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Batch: worker processes (one model each)."),
     ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),
+    audio_track: Optional[int] = typer.Option(None, "--audio-track", min=0, help="Audio track N (0-based, as ffmpeg's -map 0:a:N). Default: the track marked default, else the first."),
 ):
     """Score media files window by window and write each emotion timeline (JSONL, CSV, PNG)."""
     from .asr import Transcriber
@@ -68,10 +69,11 @@ def file_cmd(
         opts = BatchOptions(
             str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
             threads=max(1, (os.cpu_count() or 1) // workers), naive=naive,  # the workers split the cores
+            audio_track=audio_track,
         )
         return _batch(files, opts, workers, ray, ray_address)
     path = files[0]
-    probe(path)  # bad media fails here, before any model is loaded
+    probe(path, audio_track)  # bad media (or --audio-track) fails here, before any model is loaded
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:
         note(scorer.notice)
@@ -85,7 +87,7 @@ def file_cmd(
     ) as progress:
         task = progress.add_task("decoding + transcribing", total=None, info="")
         run = score_file(
-            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem,
+            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem, audio_track=audio_track,
             on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
             on_window=lambda t, n: progress.update(
                 task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"

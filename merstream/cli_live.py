@@ -57,6 +57,7 @@ def live_cmd(
     show: bool = typer.Option(False, "--show", help="Show the video with an overlay in an OpenCV window (q quits)."),
     record: Optional[Path] = typer.Option(None, "--record", help="Write the annotated video to this file (.mp4)."),
     plot: bool = typer.Option(True, help="Write the PNG plot at the end."),
+    audio_track: Optional[int] = typer.Option(None, "--audio-track", min=0, help="Audio track N of the file (0-based, as ffmpeg's -map 0:a:N). Default: the track marked default, else the first."),
 ):
     """Score a camera and microphone (or a file / stream) live; append the timeline as it goes."""
     from .config import StreamConfig
@@ -101,9 +102,13 @@ def live_cmd(
         video.open()
     audio_src = None
     file_audio = audio or (camera if video is not None and getattr(video, "info", None) is not None and video.info.has_audio else None)
+    if audio_track is not None and (file_audio is None or mic is not None):
+        fail("--audio-track picks a track of a file's audio (--camera FILE or --audio FILE, without --mic)")
     if file_audio is not None and mic is None:
-        audio_src = AudioFileSource(file_audio, realtime=realtime, loop=loop)
+        audio_src = AudioFileSource(file_audio, realtime=realtime, loop=loop, track=audio_track)
         audio_src.open()
+        if audio_src.info.audio_track_note():
+            note(audio_src.info.audio_track_note())
     elif not no_mic:
         if not realtime:
             fail("--fast is for files: a microphone records in real time (add --no-mic)")
@@ -142,7 +147,8 @@ def live_cmd(
     src_name = "none" if video is None else camera
     writer = TimelineWriter(out, stem, scorer.labels, meta={
         "source": src_name, "audio": None if audio_src is None else audio_src.name,
-        "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
+        "audio_track": getattr(audio_src, "track", None), "model": scorer.notice, "model_card": scorer.card,
+        "backend": scorer.name, "labels": scorer.labels,
         "window": window, "hop": hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
         "realtime": realtime, "text_deadline": text_deadline, "asr": transcriber is not None,
     })
@@ -172,7 +178,16 @@ def live_cmd(
     what = " + ".join(s.name for s in runner.sources)
     console.print(f"live: {what}  ->  {writer.jsonl_path}  (Ctrl-C stops)", soft_wrap=True, highlight=False)
 
+    noted: set[str] = set()
+
+    def note_stopped(snap, final: bool = False) -> None:  # a track that ends while the run goes on is said once
+        for track, t in snap.stopped.items():
+            if track not in noted and (final or not interactive):  # the interactive view shows it meanwhile
+                noted.add(track)
+                note(f"the {track} stopped at {t:.1f} s: the windows after it score without it")
+
     def tick() -> None:
+        note_stopped(runner.snapshot())
         if recorder is not None:
             recorder.status = status_line(runner.snapshot())[:90]
         if show:
@@ -200,7 +215,8 @@ def live_cmd(
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-        writer.close(error=error)
+        stopped = runner.snapshot().stopped
+        writer.close(error=error, info={"stopped": stopped} if stopped else None)
         if recorder is not None:
             recorder.close()
         if show:
@@ -210,6 +226,7 @@ def live_cmd(
 
     # ---- report ----------------------------------------------------------------------------
     snap = runner.snapshot()
+    note_stopped(snap, final=True)
     console.print(f"timeline: {writer.jsonl_path}  {writer.csv_path}  ({len(writer.results)} windows)", soft_wrap=True)
     if recorder is not None:
         console.print(f"video: {recorder.path} ({recorder.written} frames, {recorder.dropped} dropped)", soft_wrap=True)

@@ -45,6 +45,12 @@ class AudioConfig:
     speaker_prior_columns: float = 256.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            raise MerstreamError(f"config: audio.sample_rate must be a positive integer, got {self.sample_rate!r}")
+        for name in ("segment_seconds", "win_ms", "hop_ms"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise MerstreamError(f"config: audio.{name} must be > 0, got {v!r}")
         if self.speaker_mean is not None and len(self.speaker_mean) != self.image_size:
             raise MerstreamError(f"config: audio.speaker_mean needs image_size = {self.image_size} values, "
                                  f"got {len(self.speaker_mean)}")
@@ -143,6 +149,10 @@ def read_json_object(path: str | Path, what: str) -> dict:
     return d
 
 
+MIN_WINDOW_SECONDS = 0.1  # --window / --hop: shorter windows hold no frame or word worth scoring
+MAX_WINDOW_SECONDS = 30.0  # and longer ones would not fit the live audio ring (LiveOptions.audio_capacity)
+
+
 @dataclass
 class StreamConfig:
     """How media is cut into scored windows."""
@@ -152,7 +162,8 @@ class StreamConfig:
     text_left_context: float = 0.0  # seconds of earlier words added to a window's transcript
 
     def __post_init__(self) -> None:
-        if not (self.window > 0 and self.hop > 0 and math.isfinite(self.window) and math.isfinite(self.hop)):
-            raise MerstreamError(f"--window and --hop must be finite and > 0 (got {self.window}, {self.hop})")
+        for name, v in (("--window", self.window), ("--hop", self.hop)):
+            if not MIN_WINDOW_SECONDS <= v <= MAX_WINDOW_SECONDS:  # NaN fails too
+                raise MerstreamError(f"{name} must be between {MIN_WINDOW_SECONDS:g} and {MAX_WINDOW_SECONDS:g} seconds (got {v:g})")
         if self.text_left_context < 0:
             raise MerstreamError("text_left_context must be >= 0")

@@ -38,6 +38,8 @@ def status_line(s: LiveSnapshot) -> str:
         parts.append(f"ASR skipped {s.asr_skipped_seconds:.1f} s")
     if s.text_forced:
         parts.append(f"transcript deadline hit {s.text_forced}x")
+    for track, t in s.stopped.items():
+        parts.append(f"{track} stopped at {t:.1f} s")
     return "  ".join(parts)
 
 
@@ -53,7 +55,9 @@ def render(s: LiveSnapshot, title: str):
     table.add_column()
     table.add_column(justify="right")
     r = s.last
-    if r is not None:
+    if r is not None and r.top is None:
+        head = Text(f"window {r.start:.1f}-{r.end:.1f} s  no input (no frame, audio or words): not scored", style="dim")
+    elif r is not None:
         for lab, score in sorted(r.scores.items(), key=lambda kv: -kv[1]):
             style = "green" if lab in r.labels else "white"
             bar = "█" * int(round(score * BAR))
@@ -77,6 +81,8 @@ def window_line(r: WindowResult) -> str:
     """One line per scored window (the log used when stderr is not a terminal)."""
     lat = f"  latency {r.latency:.2f} s" if r.latency is not None else ""
     text = f'  "{r.text}"' if r.text else ""
+    if r.top is None:
+        return f"[{r.start:6.1f}-{r.end:6.1f} s] {'-':>10s}  no input{lat}"
     return f"[{r.start:6.1f}-{r.end:6.1f} s] {r.top:>10s} {r.scores[r.top]:.2f}  {','.join(r.labels) or '-'}{lat}{text}"
 
 
@@ -89,7 +95,7 @@ def draw_overlay(bgr: np.ndarray, r: WindowResult | None, status: str = "") -> n
     h, w = out.shape[:2]
     scale = max(0.5, min(w, h) / 480)
     lh = int(22 * scale) + 4
-    if r is not None:
+    if r is not None and r.top is not None:
         items = sorted(r.scores.items(), key=lambda kv: -kv[1])
         box_h = lh * (len(items) + 1) + 8
         roi = out[0 : min(box_h, h), 0 : min(int(330 * scale), w)]
@@ -103,7 +109,7 @@ def draw_overlay(bgr: np.ndarray, r: WindowResult | None, status: str = "") -> n
         if r.text:
             cv2.putText(out, r.text[-80:], (6, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 255), 1, cv2.LINE_AA)
     if status:
-        cv2.putText(out, status, (6, h - 12 - lh if r is not None and r.text else h - 12), cv2.FONT_HERSHEY_SIMPLEX,
+        cv2.putText(out, status, (6, h - 12 - lh if r is not None and r.top is not None and r.text else h - 12), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * scale, (0, 220, 255), 1, cv2.LINE_AA)
     return out
 

@@ -24,6 +24,17 @@ class MediaInfo:
     fps: float | None = None
     width: int | None = None
     height: int | None = None
+    audio_start: float = 0.0  # where the audio track starts on the media clock (earlier: no audio, not silence)
+    audio_track: int = 0  # the audio track used (0-based among the audio tracks, as ffmpeg's -map 0:a:N)
+    audio_tracks: int = 0  # how many audio tracks there are
+    audio_why: str = "the first"  # why that track: "asked for", "marked default", "the first"
+
+    def audio_track_note(self) -> str | None:
+        """Which audio track is used, when there is a choice."""
+        if self.audio_tracks < 2:
+            return None
+        return (f"audio: track {self.audio_track} ({self.audio_why}) of {self.audio_tracks} audio tracks "
+                f"0-{self.audio_tracks - 1} (--audio-track N picks another)")
 
 
 def is_url(path: str | Path) -> bool:
@@ -42,6 +53,8 @@ def _open(path: str | Path):
         raise MerstreamError(f"no such file: {p}")
     if p.is_dir():
         raise MerstreamError(f"{p} is a directory, not a media file")
+    if not p.is_file():  # a FIFO, /dev/stdin, a device: not seekable, and reads as 0 bytes
+        raise MerstreamError(f"{p} is not a regular file: pipes and devices are not supported (save the media to a file)")
     if p.stat().st_size == 0:
         raise MerstreamError(f"{p} is empty (0 bytes)")
     try:
@@ -54,15 +67,29 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e).splitlines()[0]
 
 
-def probe(path: str | Path) -> MediaInfo:
+def audio_stream(c, track: int | None = None, path: str | Path = ""):
+    """The audio stream to use: track ``track`` (0-based among the audio streams), else the one
+    marked default (as players and ffmpeg pick it), else the first. None when there is none."""
+    streams = list(c.streams.audio)
+    if track is not None:
+        if not 0 <= track < len(streams):
+            have = f"{len(streams)} audio track{'s' if len(streams) != 1 else ''}" + (f" (0-{len(streams) - 1})" if streams else "")
+            raise MerstreamError(f"--audio-track {track}: {path} has {have}")
+        return streams[track]
+    if not streams:
+        return None
+    return next((a for a in streams if a.disposition & av.stream.Disposition.default), streams[0])
+
+
+def probe(path: str | Path, audio_track: int | None = None) -> MediaInfo:
     with _open(path) as c:
         v = video_stream(c)
-        a = c.streams.audio[0] if c.streams.audio else None
+        a = audio_stream(c, audio_track, path)
         if v is None and a is None:
             raise MerstreamError(f"{path} has neither a video nor an audio stream")
         duration = 0.0
-        if c.duration:
-            duration = c.duration / av.time_base
+        if c.duration:  # counted from the container's start time: on the media clock it ends later
+            duration = c.duration / av.time_base + (c.start_time / av.time_base if c.start_time else 0.0) - media_origin(c)
         elif v is not None and v.duration and v.time_base:
             duration = float(v.duration * v.time_base)
         fps = float(v.average_rate) if v is not None and v.average_rate else None
@@ -70,18 +97,36 @@ def probe(path: str | Path) -> MediaInfo:
             str(path), duration, v is not None, a is not None, fps,
             v.codec_context.width if v is not None else None,
             v.codec_context.height if v is not None else None,
+            audio_start=max(_start_seconds(a) - media_origin(c), 0.0) if a is not None else 0.0,
+            audio_track=list(c.streams.audio).index(a) if a is not None else 0, audio_tracks=len(c.streams.audio),
+            audio_why="asked for" if audio_track is not None else
+            "marked default" if a is not None and a.disposition & av.stream.Disposition.default else "the first",
         )
 
 
+# containers whose timestamps may start anywhere (a broadcast or network clock): their zero is the
+# first timestamp. Files (MP4, Matroska, WAV, ...) count from 0, and a stream that starts later
+# starts later on the media clock (an MP4 with an empty edit, `ffmpeg -itsoffset`).
+CLOCK_FORMATS = {"mpegts", "mpegtsraw", "mpeg", "mpegvideo", "rtsp", "rtp", "sdp", "hls", "dash"}
+
+
+def media_origin(c) -> float:
+    """The container's zero, in stream seconds: media time 0 for every stream."""
+    start = c.start_time / av.time_base if c.start_time is not None else 0.0
+    if start > 0 and CLOCK_FORMATS & set(c.format.name.split(",")):
+        return start
+    return 0.0
+
+
 def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (seconds from stream start, RGB uint8 HxWx3) for every decodable video frame
+    """Yield (media time in seconds, RGB uint8 HxWx3) for every decodable video frame
     (``rgb=False``: the decoded ``av.VideoFrame``, to convert later with :func:`frame_rgb`)."""
     with _open(path) as c:
         stream = video_stream(c)
         if stream is None:
             return
         stream.thread_type = "AUTO"
-        start = stream.start_time if stream.start_time is not None else 0
+        origin = media_origin(c)
         tb = float(stream.time_base)
         last = -1.0
         try:
@@ -89,7 +134,7 @@ def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.
                 if frame.pts is None:
                     t = last + 1.0 / float(stream.average_rate or 30)
                 else:
-                    t = (frame.pts - start) * tb
+                    t = frame.pts * tb - origin
                 if t <= last:  # duplicate or out-of-order timestamp: keep time monotonic
                     t = last + 1e-3
                 last = t
@@ -99,7 +144,17 @@ def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[tuple[float, np.
 
 
 def frame_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    """The frame as a player shows it: RGB, turned by its display matrix (a phone video's rotation)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(round(_rotation(frame) / 90)) % 4  # counter-clockwise quarter turns (FFmpeg's convention)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _rotation(frame) -> float:
+    try:
+        return float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):  # no display matrix
+        return 0.0
 
 
 def video_stream(c):
@@ -114,17 +169,16 @@ def _start_seconds(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
 
 
-def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """The first audio stream as consecutive float32 mono chunks at ``sample_rate``, on the video's
-    clock: sample 0 is at the video stream's start (audio that starts later is preceded by
-    silence, audio that starts earlier is cut), or at the first audio sample in audio-only files.
-    Nothing when there is no audio stream."""
+def iter_audio(path: str | Path, sample_rate: int = 16000, track: int | None = None) -> Iterator[np.ndarray]:
+    """The audio stream (:func:`audio_stream`) as consecutive float32 mono chunks at ``sample_rate`` on the media
+    clock: sample 0 is at the container's zero (:func:`media_origin`; audio that starts later is
+    preceded by zeros, see ``MediaInfo.audio_start``, audio before it is cut). Nothing when there is
+    no audio stream."""
     with _open(path) as c:
-        if not c.streams.audio:
+        stream = audio_stream(c, track, path)
+        if stream is None:
             return
-        stream = c.streams.audio[0]
-        v = video_stream(c)
-        origin = _start_seconds(v) if v is not None else None
+        origin = media_origin(c)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         done = 0
         skip = 0
@@ -145,19 +199,20 @@ def iter_audio(path: str | Path, sample_rate: int = 16000) -> Iterator[np.ndarra
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                     done += len(chunk)
-                    yield chunk
+                    if len(chunk):  # an empty chunk is not the end (live's file source stopped at one)
+                        yield chunk
             for out in resampler.resample(None):
                 yield out.to_ndarray().reshape(-1)
         except av.FFmpegError as e:
             raise MerstreamError(f"{path}: audio decoding failed after {done / sample_rate:.2f} s, file truncated or corrupt ({_reason(e)})") from None
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
-    """The first audio stream as float32 mono at ``sample_rate`` (None when there is none)."""
+def read_audio(path: str | Path, sample_rate: int = 16000, track: int | None = None) -> np.ndarray | None:
+    """The audio stream (:func:`audio_stream`) as float32 mono at ``sample_rate`` (None when there is none)."""
     with _open(path) as c:
-        if not c.streams.audio:
+        if audio_stream(c, track, path) is None:
             return None
-    chunks = list(iter_audio(path, sample_rate))
+    chunks = list(iter_audio(path, sample_rate, track))
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

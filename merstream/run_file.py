@@ -101,15 +101,15 @@ class FileJob:
 
 
 def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note: Callable[[str], None] = print,
-            overlap: bool = False) -> FileJob:
+            overlap: bool = False, audio_track: int | None = None) -> FileJob:
     """Probe, decode the audio track and transcribe it (words with times); with ``overlap`` the
     transcription runs in the background (``job.pending``) while :func:`score_job` encodes frames."""
     t0 = time.perf_counter()
-    info = probe(path)
-    notes = []
+    info = probe(path, audio_track)
+    notes = [n for n in [info.audio_track_note()] if n]
     audio = None
     if info.has_audio:
-        audio = read_audio(path, scorer.audio_cfg.sample_rate)
+        audio = read_audio(path, scorer.audio_cfg.sample_rate, info.audio_track)
         if audio is not None and len(audio) == 0:
             audio = None
     if audio is None:
@@ -136,7 +136,10 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
     nearest frame (the earlier one on a tie), so a frame at p between neighbours pp and q is
     needed iff a sample time lies in ((pp + p) / 2, (p + q) / 2]. The rest (about 4 in 5 at
     30 fps) are never converted to RGB. Frames near the end are all kept: the last window is
-    clipped at the end of the media and samples its own span."""
+    clipped at the end of the media and samples its own span. Where frames lie farther apart than
+    the sampling step, a sample time with no frame near takes the frame on screen (held), so p is
+    then needed up to q."""
+    step = stream.window / n  # frames closer than this leave no sample time without a near frame
     # the last window starts here; its clipped span is sampled anew, so keep every frame from it on
     tail = (window_count(duration, stream.window, stream.hop) - 1) * stream.hop - 0.5 if duration > 0 else math.inf
 
@@ -153,7 +156,8 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
     prev = None
     for t, frame in frames:
         if prev is not None:
-            if prev[0] >= tail or needed((pp + prev[0]) / 2, (prev[0] + t) / 2):
+            hi = (prev[0] + t) / 2 if t - prev[0] <= step else t
+            if prev[0] >= tail or needed((pp + prev[0]) / 2, hi):
                 yield prev
             pp = prev[0]
         prev = (t, frame)
@@ -164,6 +168,7 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
 def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig, reuse: bool = True) -> Engine:
     has_audio = job.audio is not None
     engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio, reuse=reuse)
+    engine.audio_from = job.info.audio_start
     if job.pending is None:
         engine.insert_words(job.words, until=float("inf"))
     return engine
@@ -230,7 +235,7 @@ def score_job(
                     due += batch * stream.hop
             if on_progress:
                 on_progress(t)
-        engine.end_video()
+        engine.end_video(last_t + (1.0 / job.info.fps if job.info.fps else 0.0))  # the last frame is on screen until then
     feed_audio(float("inf"))
     while job.pending is not None and not job.pending.done():  # an audio-only file (or the windows after
         if not engine.encode_ahead(limit=batch):  # the last frame): encode their audio while the words come
@@ -285,6 +290,7 @@ def score_file(
     on_start: Callable[[float], None] | None = None,
     on_window: Callable[[float, int], None] | None = None,
     stem: str | None = None,
+    audio_track: int | None = None,
 ) -> FileRun:
     """The whole `merstream file` pipeline for one input: decode, transcribe, score every window,
     write the timeline as windows are produced (JSONL/CSV flushed per window), then the plot.
@@ -292,12 +298,13 @@ def score_file(
     ``stem`` names the outputs (default: the input's name without its extension)."""
     t0 = time.perf_counter()
     path = Path(path)
-    job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse)  # the naive baseline: sequential
+    job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
     writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
             "source": str(path), "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
+            "audio_track": job.info.audio_track if job.info.has_audio else None,
         })
         engine = make_engine(job, scorer, stream, reuse=reuse)
         if on_start:
@@ -309,8 +316,11 @@ def score_file(
         raise
     finally:
         with signals_deferred():  # a second Ctrl-C must not cut the clean-up short
+            stopped = engine.stopped(writer.results[-1].end) if engine is not None and writer is not None and writer.results else {}
+            for track, t in stopped.items():
+                on_note(f"the {track} track stops at {t:.1f} s: the windows after it score without it")
             if writer is not None:
-                writer.close(error=error)
+                writer.close(error=error, info={"stopped": stopped} if stopped else None)
                 if writer.results and error is not None:
                     on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
             if job.pending is not None:

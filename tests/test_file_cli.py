@@ -134,8 +134,8 @@ def test_bad_inputs_give_one_line_errors(media_dir, tmp_path, tiny_ckpt):
         (("file", str(empty)), "empty"),
         (("file", str(TALK), "--model", str(bad_model)), "cannot read model file"),
         (("file", str(TALK), "--model", str(media_dir / "nope")), "model not found"),
-        (("file", str(TALK), "--window", "0"), "must be finite and > 0"),
-        (("file", str(TALK), "--hop", "inf"), "must be finite and > 0"),
+        (("file", str(TALK), "--window", "0"), "--window must be between 0.1 and 30 seconds"),
+        (("file", str(TALK), "--hop", "inf"), "--hop must be between 0.1 and 30 seconds"),
         (("file", str(TALK), "--labels", " , "), "--labels"),
         (("file", str(TALK), "--model", str(tiny_ckpt), "--asr-model", str(media_dir / "no-asr")), "ASR model directory not found"),
     ]

@@ -98,7 +98,7 @@ def test_signal_during_file_keeps_every_window(tiny_ckpt, media_dir, tmp_path, s
         ffmpeg("-stream_loop", "6", "-i", str(TALK6), "-c", "copy", str(long))  # ~89 s
     proc = subprocess.Popen([sys.executable, "-m", "merstream", "file", str(long), "--model", str(tiny_ckpt), "--no-asr",
                              "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    live = tmp_path / "long.jsonl"
+    live = tmp_path / "long.partial.jsonl"  # written under this name until the run ends normally
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not live.exists() or live.read_text().count("\n") < 4):
         time.sleep(0.2)
@@ -123,7 +123,7 @@ def test_signal_while_the_transcript_is_still_being_made(tiny_ckpt, media_dir, t
         ffmpeg("-stream_loop", "6", "-i", str(TALK6), "-c", "copy", str(long))  # ~89 s: ~5 s of ASR
     proc = subprocess.Popen([sys.executable, "-m", "merstream", "file", str(long), "--model", str(tiny_ckpt),
                              "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    live = tmp_path / "long.jsonl"
+    live = tmp_path / "long.partial.jsonl"  # written under this name until the run ends normally
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not live.exists():  # created once the transcription has started
         time.sleep(0.05)

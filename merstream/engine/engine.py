@@ -36,6 +36,7 @@ from .windows import Counters, Window, WindowResult, window_at, window_count, wo
 
 TEXT_CACHE_SIZE = 256
 TIE = 1e-9  # frame-to-sample distances closer than this are a tie
+MIN_AUDIO = 0.1  # s: a segment holding less of a late-starting audio track (the rest is before it) has no audio
 BATCH_WINDOWS = 32  # windows scored per batch (bounds memory when many are ready at once)
 
 
@@ -58,6 +59,7 @@ class Engine:
         self.max_pending = max_pending  # live: when more windows are ready than this, drop the oldest
         self.reuse = reuse  # False: the naive baseline, every window re-encodes its own frames/segments
         self.video_done = not has_video  # a finished track no longer holds windows back
+        self.ended: dict[str, float] = {}  # "video" / "audio": media time at which that track ended
         self.audio_done = not has_audio
         self.sr = scorer.audio_cfg.sample_rate
         self.seg_seconds = scorer.audio_cfg.segment_seconds
@@ -73,8 +75,11 @@ class Engine:
         self.frame_times: deque[float] = deque()
         self.frames: deque[np.ndarray] = deque()
         self.video_time = -math.inf
+        self.video_start = math.inf  # the first frame's time: before it nothing is on screen (a late video track)
+        self.video_end = math.inf  # the last frame is on screen until here (set by end_video)
         self.audio = np.zeros(0, dtype=np.float32)
         self.audio_offset = 0  # sample index of self.audio[0]
+        self.audio_from = 0.0  # the audio track starts here (the zeros before it are no audio: a file's late track)
         self.words: list[Word] = []
         self.text_until = -math.inf
         self.tentative: list[Word] = []  # the recogniser's latest uncommitted words (live)
@@ -89,6 +94,8 @@ class Engine:
     def insert_frame(self, t: float, rgb: np.ndarray) -> None:
         if t <= self.video_time:
             return
+        if self.video_time == -math.inf:
+            self.video_start = t
         self.frame_times.append(t)
         self.frames.append(self.prep.keep(rgb))
         self.video_time = t
@@ -119,13 +126,22 @@ class Engine:
         return self.words + [w for w in self.tentative if w.start >= after - 1e-3]
 
     # ---- output --------------------------------------------------------------------------
-    def end_video(self) -> None:
-        """No more frames will come (the windows after the last frame score without vision)."""
+    def end_video(self, until: float | None = None) -> None:
+        """No more frames will come. The last frame stays on screen until ``until`` (where the
+        video ends; default: the last frame's own time); the windows after it score without vision."""
         self.video_done = True
+        self.video_end = self.video_time if until is None else max(until, self.video_time)
+        self.ended.setdefault("video", self.video_end)
 
     def end_audio(self) -> None:
         """No more audio will come."""
         self.audio_done = True
+        self.ended.setdefault("audio", self.audio_time)
+
+    def stopped(self, until: float) -> dict[str, float]:
+        """The tracks that ended more than a hop before ``until`` (where the media ends, or now):
+        {"audio": 12.68} when the audio stopped there and the video went on."""
+        return {k: round(t, 3) for k, t in self.ended.items() if t < until - self.stream.hop}
 
     def _ready(self, w: Window) -> bool:
         """All media of ``w`` has arrived: every live track has passed its end, and the window lies
@@ -216,8 +232,15 @@ class Engine:
                 best = times[j]
         return best
 
+    def _held_frame(self, t: float) -> float | None:
+        """The frame on screen at ``t``: the last one at or before it (held until the next one, and
+        the last one until the video ends)."""
+        i = bisect.bisect_right(self.frame_times, t + TIE)
+        return self.frame_times[i - 1] if i and t < self.video_end else None
+
     def _frames_for(self, w: Window, end: float) -> list[float]:
-        """Cache keys (frame times) of the T_V frames nearest the window's sample times."""
+        """Cache keys (frame times) of the T_V frames nearest the window's sample times; where no
+        frame is that near (a low frame rate, a held last frame), the frame on screen then."""
         if not self.use["V"]:
             return []
         n = self.scorer.cfg.num_frames
@@ -225,8 +248,12 @@ class Engine:
         tol = (span.end - span.start) / (2 * n)  # half a sampling step: farther frames belong elsewhere
         keys = []
         for t in span.frame_times(n):
+            if t < self.video_start - tol:  # the video has not started yet
+                continue
             k = self._nearest_frame(t)
-            if k is not None and w.start - tol <= k < end + tol:
+            if k is None or not w.start - tol <= k < end + tol:
+                k = self._held_frame(t)
+            if k is not None:
                 keys.append(k)
         return keys
 
@@ -234,8 +261,9 @@ class Engine:
         """(start, end) of the window's audio segments, cut at the window's end (zero-padded later)."""
         if not self.use["A"]:
             return []
-        return [(s, round(min(s + self.seg_seconds, w.end), 6)) for s in w.segment_starts(self.seg_seconds)
-                if s < min(end, self.audio_time)]
+        until = min(end, self.audio_time)
+        return [(s, e) for s in w.segment_starts(self.seg_seconds, until)
+                if s < until and (e := round(min(s + self.seg_seconds, w.end), 6)) >= self.audio_from + MIN_AUDIO]
 
     def _score(self, windows: list[Window], duration: float | None) -> list[WindowResult]:
         """Score ``windows`` in batches of at most BATCH_WINDOWS (one each for the naive baseline),
@@ -283,14 +311,16 @@ class Engine:
         labels = self.scorer.labels
         results = []
         for i, (w, end, fkeys, segs, text) in enumerate(plans):
-            scores = {lab: float(probs[i, j]) for j, lab in enumerate(labels)}
+            mods = "".join(m for m in self.scorer.modalities if present[m][i] > 0)
+            if mods:
+                scores = {lab: float(probs[i, j]) for j, lab in enumerate(labels)}
+                top, predicted = labels[int(np.argmax(probs[i]))], [lab for j, lab in enumerate(labels) if preds[i, j]]
+            else:  # nothing to score (no frame, no audio, no words): no scores, never a label
+                scores, top, predicted = dict.fromkeys(labels), None, []
             results.append(
                 WindowResult(
-                    index=w.index, start=w.start, end=end, scores=scores,
-                    labels=[lab for j, lab in enumerate(labels) if preds[i, j]],
-                    top=labels[int(np.argmax(probs[i]))], text=text,
-                    modalities="".join(m for m in self.scorer.modalities if present[m][i] > 0),
-                    frames=len(fkeys), segments=len(segs),
+                    index=w.index, start=w.start, end=end, scores=scores, labels=predicted, top=top, text=text,
+                    modalities=mods, frames=len(fkeys), segments=len(segs),
                 )
             )
         self.counters.windows_scored += len(results)

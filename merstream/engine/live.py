@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from ..asr import Transcriber, Word
-from ..config import StreamConfig
+from ..config import MAX_WINDOW_SECONDS, StreamConfig
 from ..errors import MerstreamError
 from ..scorer import Scorer
 from .buffers import AudioRing, FrameRing
@@ -56,7 +56,7 @@ class LiveOptions:
     asr_max_lag: float = 8.0  # real time: the transcriber skips audio this far behind
     asr_min_chunk: float = 1.0  # seconds of new audio per transcription
     frame_capacity: int = 96  # frames in the video ring
-    audio_capacity: float = 30.0  # seconds in the audio ring
+    audio_capacity: float = MAX_WINDOW_SECONDS  # seconds in the audio ring (a whole window of the longest)
     poll: float = 0.02  # scorer wake-up period (s)
 
     def __post_init__(self) -> None:
@@ -91,6 +91,7 @@ class LiveSnapshot:
     asr: TranscriptStats | None
     done: bool
     error: str | None
+    stopped: dict = field(default_factory=dict)  # tracks that ended while the run went on: {"audio": 12.7}
 
 
 def percentile(xs, q: float) -> float | None:
@@ -124,6 +125,9 @@ class LiveRunner:
         has_text = audio is not None and transcriber is not None and "L" in scorer.modalities
         self.engine = Engine(scorer, self.opts.stream, has_video=video is not None, has_audio=audio is not None,
                              has_text=has_text, max_pending=self.opts.max_pending if self.realtime else None)
+        info = getattr(audio, "info", None)
+        if info is not None and not getattr(audio, "loop", False):  # a file's late audio track: no audio before it
+            self.engine.audio_from = info.audio_start
         self.sr = self.engine.sr
         self.clock = Clock()
         self.frames = FrameRing(self.opts.frame_capacity)
@@ -305,7 +309,7 @@ class LiveRunner:
         # a track that ended (a file shorter than its other track) must not hold windows back
         # (Engine.end_video / end_audio, where the engine has them)
         if self.video is not None and self.video.done.is_set() and self.video.error is None and not len(self.frames):
-            getattr(e, "end_video", lambda: None)()
+            getattr(e, "end_video", lambda until=None: None)(self.video.end_time)
         if self.audio is not None and self.audio.done.is_set() and self.audio.error is None \
                 and not self.audio_ring.available(self.ENGINE):
             getattr(e, "end_audio", lambda: None)()
@@ -413,6 +417,13 @@ class LiveRunner:
         self._emit(e.process_iter())
         self._emit(e.finish(duration))
 
+    def _known_end(self, t: float) -> float:
+        """``t``, but no later than the container's duration (a track decoding past it has not
+        outlived the others)."""
+        info = getattr(self.video, "info", None) or getattr(self.audio, "info", None)
+        loop = getattr(self.video, "loop", False) or getattr(self.audio, "loop", False)
+        return min(t, info.duration) if info is not None and info.duration > 0 and not loop else t
+
     def _duration(self) -> float:
         """Where the media ended, as `merstream file` computes it."""
         ends = []
@@ -453,5 +464,5 @@ class LiveRunner:
             audio_lost_seconds=self.audio_lost / self.sr, asr_skipped_seconds=self.asr_skipped / self.sr,
             text_forced=self.text_forced, counters=e.counters,
             asr=self.transcript.stats if self.transcript else None,
-            done=self.done.is_set(), error=self.error,
+            done=self.done.is_set(), error=self.error, stopped=e.stopped(self._known_end(media)),
         )

@@ -306,9 +306,10 @@ class AudioFileSource(AudioSource):
     when the clock reaches its end; ``loop`` replays it (each period padded or cut to the
     container duration, so a looping video and its audio stay in step)."""
 
-    def __init__(self, path: str, realtime: bool = True, loop: bool = False):
+    def __init__(self, path: str, realtime: bool = True, loop: bool = False, track: int | None = None):
         super().__init__(f"audio {path}")
         self.path = str(path)
+        self.track = track
         self.realtime = realtime
         self.loop = loop
         self.finite = not loop
@@ -317,7 +318,8 @@ class AudioFileSource(AudioSource):
     def open(self) -> None:
         from ..media import probe
 
-        self.info = probe(self.path)
+        self.info = probe(self.path, self.track)
+        self.track = self.info.audio_track
         if not self.info.has_audio:
             raise MerstreamError(f"{self.path} has no audio stream")
         if self.loop and not self.info.duration > 0:
@@ -329,11 +331,11 @@ class AudioFileSource(AudioSource):
         period = int(round(self.info.duration * self.sample_rate))
         while True:
             done = 0
-            for chunk in iter_audio(self.path, self.sample_rate):
+            for chunk in iter_audio(self.path, self.sample_rate, self.track):
                 if self.loop:
                     chunk = chunk[: max(period - done, 0)]
-                if not len(chunk):
-                    break
+                    if not len(chunk):  # one period played
+                        break
                 if self.realtime and not self.clock.sleep_until((self.samples + len(chunk)) / self.sample_rate, self._stop):
                     return
                 done += len(chunk)

@@ -26,8 +26,10 @@ class Window:
         step = (self.end - self.start) / n
         return [round(self.start + (i + 0.5) * step, 6) for i in range(n)]
 
-    def segment_starts(self, segment_seconds: float) -> list[float]:
-        count = max(1, math.ceil((self.end - self.start) / segment_seconds - EPS))
+    def segment_starts(self, segment_seconds: float, until: float = math.inf) -> list[float]:
+        """Starts of the window's audio segments; with ``until`` (where the media ends) only those
+        before it."""
+        count = max(1, math.ceil((min(self.end, until) - self.start) / segment_seconds - EPS))
         return [round(self.start + j * segment_seconds, 6) for j in range(count)]
 
 
@@ -56,9 +58,9 @@ class WindowResult:
     index: int
     start: float
     end: float
-    scores: dict[str, float]
+    scores: dict[str, float | None]  # None: the window had no input at all (no modality)
     labels: list[str]  # predicted labels (above threshold, or the argmax for sentiment)
-    top: str
+    top: str | None
     text: str
     modalities: str  # which modalities this window had, in fusion order, e.g. "LVA"
     frames: int
@@ -72,7 +74,7 @@ class WindowResult:
             "end": round(self.end, 3),
             "top": self.top,
             "labels": self.labels,
-            "scores": {k: round(v, 5) for k, v in self.scores.items()},
+            "scores": {k: None if v is None else round(v, 5) for k, v in self.scores.items()},
             "text": self.text,
             "modalities": self.modalities,
             "frames": self.frames,
