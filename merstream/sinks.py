@@ -63,7 +63,7 @@ class TimelineWriter:
         self._append(self._jsonl, lambda: self._jsonl.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n"))
         self._append(self._csv_file, lambda: self._csv.writerow(
             [f"{r.start:.3f}", f"{r.end:.3f}", *("" if r.scores[k] is None else f"{r.scores[k]:.5f}" for k in self.labels),
-             ";".join(r.labels), r.top or "", r.modalities, r.text]
+             json.dumps(r.labels, ensure_ascii=False), r.top or "", r.modalities, r.text]
         ))
         self.results.append(r)
 
@@ -137,9 +137,10 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
-    for lab in labels:
+    for i, lab in enumerate(labels):
         ys = [math.nan if r.scores[lab] is None else r.scores[lab] for r in results]  # no input: a gap
-        ax.plot(mids, ys, marker="o", markersize=3, label=lab)
+        ax.plot(mids, ys, marker="o", markersize=3, label=lab if _has_glyphs(lab) else f"label {i + 1} (see the CSV)")
+    title = title if _has_glyphs(title) else ""
     ax.set_xlabel("time (s, window centre)")
     ax.set_ylabel("score")
     ax.set_ylim(0, 1)
@@ -153,6 +154,16 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
     finally:
         plt.close(fig)
     return path
+
+
+def _has_glyphs(text: str) -> bool:
+    """Whether matplotlib's default font draws every character of ``text`` (CJK and emoji labels
+    would be boxes and a "Glyph missing" warning each; the legend then names them by number)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    font = FT2Font(font_manager.findfont(font_manager.FontProperties()))
+    return all(c.isspace() or font.get_char_index(ord(c)) for c in text)
 
 
 def summary(results: list[WindowResult]) -> list[tuple[str, int, float]]:

@@ -408,5 +408,24 @@ def test_the_plot_draws_each_label_and_leaves_gaps_where_a_window_has_no_score(t
 
     rows = [WindowResult(index=i, start=float(i), end=i + 2.0, scores={"喜び": 0.7, "😀": 0.2}, labels=["喜び"], top="喜び",
                          text="", modalities="VA", frames=12, segments=1) for i in range(3)]
-    plot_timeline(rows, ["喜び", "😀"], tmp_path / "cjk.png")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Glyph missing" warnings: such labels are named by number
+        plot_timeline(rows, ["喜び", "😀"], tmp_path / "cjk.png", title="喜び")
     assert cv2.imread(str(tmp_path / "cjk.png")) is not None
+
+
+def test_csv_predicted_column_is_a_json_list(tmp_path):
+    import csv
+    import json
+
+    from merstream.engine.windows import WindowResult
+    from merstream.sinks import TimelineWriter
+
+    w = TimelineWriter(tmp_path, "t", ["calm; quiet", "tense", "sad"])
+    w.write(WindowResult(index=0, start=0.0, end=2.0, scores={"calm; quiet": 0.8, "tense": 0.7, "sad": 0.1},
+                         labels=["calm; quiet", "tense"], top="calm; quiet", text="", modalities="VA", frames=12, segments=1))
+    w.close()
+    row = next(csv.DictReader(open(tmp_path / "t.csv", newline="")))
+    assert json.loads(row["predicted"]) == ["calm; quiet", "tense"]
