@@ -37,6 +37,8 @@ def file_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Batch: worker processes (one model each)."),
     ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),
+    report: bool = typer.Option(False, "--report", help="Also write <name>.html: the media player synced with the timeline (batch: plus index.html)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also write the annotated video (face box, score bars, words, audio kept) to this .mp4 (batch: a folder)."),
 ):
     """Score media files window by window and write each emotion timeline (JSONL, CSV, PNG)."""
     from .asr import Transcriber
@@ -72,6 +74,10 @@ def file_cmd(
         return _batch(files, opts, workers, ray, ray_address)
     path = files[0]
     probe(path)  # bad media fails here, before any model is loaded
+    if record is not None:
+        from .annotate import check_record_path
+
+        check_record_path(record, path)
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:
         note(scorer.notice)
@@ -94,6 +100,17 @@ def file_cmd(
     console.print(f"timeline: {run.jsonl}  {run.csv}  ({run.windows} windows)", soft_wrap=True)
     if run.png:
         console.print(f"plot: {run.png}", soft_wrap=True)
+    if report:
+        from .report import write_report
+
+        console.print(f"report: {write_report(run.jsonl, path)[0]}", soft_wrap=True)
+    if record is not None:
+        from .annotate import annotate
+        from .preprocess import stored_frame_side
+
+        face_side = stored_frame_side(scorer.image_size, True) if scorer.cfg.face_crop else None
+        frames = annotate(path, run.results, record, face_side=face_side)
+        console.print(f"video: {record} ({frames} frames)", soft_wrap=True)
     Console().print(f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall", soft_wrap=True)
     table = Table()
     table.add_column("label")
@@ -149,7 +166,7 @@ def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | 
 
 
 # the other commands register themselves on `app` (kept apart so each module stays small)
-from . import cli_export, cli_live, cli_train  # noqa: E402,F401
+from . import cli_export, cli_live, cli_report, cli_train  # noqa: E402,F401
 
 
 try:  # typer vendors click; its usage errors are click's UsageError
