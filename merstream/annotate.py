@@ -18,7 +18,7 @@ from .atomic import replaced_whole
 from .engine.windows import WindowResult
 from .errors import MerstreamError
 
-SUFFIXES = (".mp4", ".mov", ".mkv")
+SUFFIXES = (".mp4", ".mov")  # (Matroska shifts every stream when the audio starts before 0: AAC priming)
 COPY_INTO_MP4 = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}  # audio codecs an .mp4/.mov takes as they are
 
 
@@ -97,7 +97,7 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
                 ov.options = {"crf": "20", "preset": "veryfast", "bf": "0"}
                 oa = None
                 if a is not None:
-                    copy = out.suffix.lower() == ".mkv" or a.codec_context.name in COPY_INTO_MP4
+                    copy = a.codec_context.name in COPY_INTO_MP4
                     oa = dst.add_stream_from_template(a) if copy else dst.add_stream("aac", rate=a.codec_context.sample_rate)
                 last_pts = None
                 streams = [s for s in (v, a) if s is not None]

@@ -80,8 +80,8 @@ def read_timeline(path: str | Path) -> Timeline:
             raise MerstreamError(f"{path} is not a timeline: line {n} is not a JSON object")
         if "meta" in row and n == 1:
             meta = row["meta"] if isinstance(row["meta"], dict) else {}
-        elif "end" in row:
-            end = row["end"] if isinstance(row["end"], dict) else {"complete": False}
+        elif isinstance(row.get("end"), dict) and len(row) == 1:  # the end line; a window's "end" is a number
+            end = row["end"]
         elif all(isinstance(row.get(k), (int, float)) for k in WINDOW_KEYS):
             scores = row.get("scores")
             if scores is not None and not (isinstance(scores, dict) and all(isinstance(v, (int, float)) for v in scores.values())):
