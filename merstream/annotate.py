@@ -141,3 +141,21 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
             finally:
                 dst.close()
     return written
+
+
+def record_into(path: str | Path, run, report: bool, folder: str | None, scorer, on_note=print) -> None:
+    """A batch's extra outputs for one scored input: its report beside the timeline and its
+    annotated video in ``folder`` as <name>.annotated.mp4 (an audio-only input has none)."""
+    from .preprocess import stored_frame_side
+    from .report import write_report
+
+    if report:
+        write_report(run.jsonl, path)
+    if folder:
+        from .media import probe
+
+        if not probe(path).has_video:
+            on_note("no video track: no annotated video")
+            return
+        side = stored_frame_side(scorer.image_size, True) if scorer.cfg.face_crop else None
+        annotate(path, run.results, Path(folder) / f"{Path(run.jsonl).stem}.annotated.mp4", face_side=side)

@@ -62,6 +62,8 @@ class BatchOptions:
     plot: bool = True
     threads: int = 1  # torch/ORT threads per worker
     naive: bool = False
+    report: bool = False  # <name>.html beside each timeline
+    record: str | None = None  # a folder for each input's <name>.annotated.mp4
 
 
 @dataclass
@@ -106,6 +108,10 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
         scorer, transcriber, stream = _load(opts)
         run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, reuse=not opts.naive,
                          on_note=notes.append)
+        if opts.report or opts.record:
+            from .annotate import record_into
+
+            record_into(path, run, opts.report, opts.record, scorer, notes.append)
         return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
     except MerstreamError as e:
         return FileOutcome(path, False, error=str(e), notes=notes)

@@ -70,6 +70,7 @@ def file_cmd(
         opts = BatchOptions(
             str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
             threads=max(1, (os.cpu_count() or 1) // workers), naive=naive,  # the workers split the cores
+            report=report, record=None if record is None else str(_record_folder(record)),
         )
         return _batch(files, opts, workers, ray, ray_address)
     path = files[0]
@@ -127,6 +128,17 @@ def file_cmd(
     )
 
 
+def _record_folder(record: Path) -> Path:
+    """Batch --record: a folder for <name>.annotated.mp4 (made if need be)."""
+    if record.suffix.lower() in (".mp4", ".mov"):
+        fail(f"--record must be a folder when scoring several files (got {record})")
+    try:
+        record.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--record: cannot make folder {record}: {e.strerror or e}")
+    return record
+
+
 def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | None):
     import time
 
@@ -160,6 +172,10 @@ def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | 
         table.add_row(Path(o.path).name, str(o.windows), f"{o.duration:.1f}", f"{o.seconds:.1f}", "ok" if o.ok else "failed")
     Console().print(table)
     console.print(f"throughput: {media / wall:.2f} s of media per s (timelines in {opts.out})", soft_wrap=True)
+    if opts.report:
+        from .report_index import write_index
+
+        console.print(f"reports: {write_index(Path(opts.out), files, outcomes)}", soft_wrap=True)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise typer.Exit(1)

@@ -284,3 +284,27 @@ def test_record_keeps_a_variable_frame_rate(tmp_path):
     p = run("file", str(vfr), "--out", str(tmp_path), "--no-asr", "--record", str(tmp_path / "vfr.annotated.mp4"))
     assert p.returncode == 0, p.stderr
     check_annotated(vfr, tmp_path / "vfr.annotated.mp4")
+
+
+def test_batch_writes_a_report_per_input_and_an_index(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    out, videos = tmp_path / "out", tmp_path / "annotated"
+    p = run("file", str(TALK6), str(TALK), str(bad), "-j", "2", "--report", "--record", str(videos), "--out", str(out))
+    assert p.returncode == 1  # one input failed; the others are all written
+    assert f"reports: {out / 'index.html'}" in p.stderr
+    for name in ("talk_6emotions", "talk"):
+        assert (out / f"{name}.html").exists()
+        source = TALK6 if name == "talk_6emotions" else TALK
+        with av.open(str(source)) as a, av.open(str(videos / f"{name}.annotated.mp4")) as b:
+            assert sum(1 for _ in a.decode(video=0)) == sum(1 for _ in b.decode(video=0))
+    browser.get((out / "index.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#index tr")[1:]
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["talk_6emotions.mp4", "talk.mp4", "bad.mp4"]
+    assert "failed: " in rows[2].text and "not a readable video" in rows[2].text
+    rows[0].find_element(By.LINK_TEXT, "talk_6emotions.html").click()
+    wait_for(browser, "return document.getElementById('player') && document.getElementById('player').readyState >= 1")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#track .win")) == 12
+    assert console_errors(browser) == []
