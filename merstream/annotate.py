@@ -31,8 +31,13 @@ def check_record_path(path: Path, source: Path | None = None) -> None:
         raise MerstreamError(f"--record: folder {path.parent} does not exist")
     if path.is_dir() or not os.access(path.parent, os.W_OK):
         raise MerstreamError(f"--record: cannot write {path}")
-    if source is not None and path.exists() and path.resolve() == Path(source).resolve():
-        raise MerstreamError(f"--record: {path} is the input itself")
+    if source is not None:
+        from .media import probe
+
+        if path.exists() and path.resolve() == Path(source).resolve():
+            raise MerstreamError(f"--record: {path} is the input itself")
+        if not probe(source).has_video:
+            raise MerstreamError(f"--record needs a video track: {source} has none")
 
 
 class WindowPicker:

@@ -154,7 +154,7 @@ def _bars(w: dict, labels: list[str], col: dict[str, str]) -> str:
     for lab in labels:
         h = max(scores.get(lab, 0.0), 0.0) / total * BAR_H
         y -= h
-        stroke = ' stroke="#000" stroke-width="0.6"' if lab == w["top"] else ""
+        stroke = ' stroke="#111" stroke-width="2" vector-effect="non-scaling-stroke"' if lab == w["top"] else ""
         parts.append(f'<rect x="0" y="{y:.2f}" width="10" height="{h:.2f}" fill="{col[lab]}"{stroke}>'
                      f'<title>{html.escape(lab)} {scores.get(lab, 0.0):.2f}</title></rect>')
     return f'<svg viewBox="0 0 10 {BAR_H}" preserveAspectRatio="none">{"".join(parts)}</svg>'
@@ -185,7 +185,7 @@ def _track(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
         )
     step = next(s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600) if s * pps >= 60 or s == 3600)
     ticks = "".join(f'<span class="tick" style="left:{t * pps:.1f}px">{_clock(t)}</span>'
-                    for t in range(0, int(tl.covered) + 1, step))
+                    for t in range(step, int(tl.covered) + 1, step))
     return (f'<div id="scroller"><div id="track" data-pps="{pps:.4f}" style="width:{x:.1f}px">{"".join(items)}'
             f'<div id="cursor" style="left:0px"></div>{ticks}</div></div>')
 
@@ -235,7 +235,7 @@ def _summary(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
     if tl.skipped_tail:
         facts.append(("note", "the last line was half-written (a live run) and is left out"))
     fact_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
-    return (f'<h2>Summary</h2><table class="summary"><tr><th colspan=2>share of time as the top emotion</th></tr>'
+    return (f'<table class="summary"><tr><th colspan=2>share of time as the top emotion</th></tr>'
             f'{"".join(rows)}</table><table class="summary" style="margin-top:10px">{fact_rows}</table>')
 
 
@@ -257,10 +257,9 @@ def render(tl: Timeline, media: Media, page: Path) -> str:
 <body>
 <h1>{title} <span class="badge {state}" id="state">{html.escape(state)}</span></h1>
 <p class="sub">merstream emotion timeline: click a window to play from its start. Column bands: each label's share of the window's summed scores (hover for the scores); L/V/A: the language, vision and audio modalities the window had.</p>
-{notes}{_player(media, page)}
+{notes}<div class="row"><div class="media">{_player(media, page)}</div><div class="facts">{_summary(tl, labels, col)}</div></div>
 <div class="legend" style="margin-top:10px">{legend}</div>
 {_track(tl, labels, col)}
-{_summary(tl, labels, col)}
 <script type="application/json" id="timeline-meta">{meta_json}</script>
 <script>{js}</script>
 </body></html>

@@ -219,6 +219,11 @@ def test_bad_inputs_are_one_line_errors(talk6, tmp_path):
     assert_one_line_error(run("report", str(tl), "-o", str(tmp_path / "r.txt")), "must end in .html")
     assert_one_line_error(run("file", str(TALK6), "--record", str(tmp_path / "a.gif")), "--record", "must end in")
     assert_one_line_error(run("file", str(TALK6), "--record", str(tmp_path / "no" / "a.mp4")), "--record", "does not exist")
+    sound = tmp_path / "sound.m4a"
+    ffmpeg("-i", str(TALK), "-vn", "-c:a", "copy", str(sound))
+    p = run("file", str(sound), "--out", str(tmp_path), "--record", str(tmp_path / "a.mp4"))
+    assert_one_line_error(p, "--record needs a video track")
+    assert not (tmp_path / "sound.jsonl").exists()  # said before any scoring
 
 
 # ---- --record -------------------------------------------------------------------------------
