@@ -313,3 +313,21 @@ def test_batch_writes_a_report_per_input_and_an_index(tmp_path, browser):
     wait_for(browser, "return document.getElementById('player') && document.getElementById('player').readyState >= 1")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#track .win")) == 12
     assert console_errors(browser) == []
+
+
+def test_ray_batch_reports_and_a_codec_the_browser_cannot_play(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    from conftest import DATA
+
+    flv = DATA / "crema_d" / "1001_DFA_ANG_XX.flv"  # FLV (Sorenson/MP3): no browser plays it
+    p = run("file", str(flv), str(TALK), "--ray", "-j", "1", "--report", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "on Ray" in p.stdout and f"reports: {tmp_path / 'index.html'}" in p.stderr
+    browser.get((tmp_path / "1001_DFA_ANG_XX.html").as_uri())
+    note = browser.find_element(By.ID, "media-note")
+    wait_for(browser, "return !document.getElementById('media-note').hidden")
+    assert "this browser cannot play" in note.text and "flv" in note.text, note.text
+    browser.get((tmp_path / "talk.html").as_uri())
+    wait_for(browser, "return document.getElementById('player').readyState >= 1")
+    assert not browser.find_element(By.ID, "media-note").is_displayed()
