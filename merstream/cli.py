@@ -91,13 +91,21 @@ def file_cmd(
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
     ) as progress:
         task = progress.add_task("decoding + transcribing", total=None, info="")
-        run = score_file(
-            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem,
-            on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
-            on_window=lambda t, n: progress.update(
-                task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
-            ),
-        )
+        try:
+            run = score_file(
+                path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem,
+                on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
+                on_window=lambda t, n: progress.update(
+                    task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
+                ),
+            )
+        except MerstreamError:
+            partial = out / f"{stem or path.stem}.partial.jsonl"
+            if report and partial.exists():  # what was scored before the error gets its report too
+                from .report import write_report
+
+                note(f"report so far: {write_report(partial, path)[0]}")
+            raise
     console.print(f"timeline: {run.jsonl}  {run.csv}  ({run.windows} windows)", soft_wrap=True)
     if run.png:
         console.print(f"plot: {run.png}", soft_wrap=True)

@@ -331,3 +331,13 @@ def test_ray_batch_reports_and_a_codec_the_browser_cannot_play(tmp_path, browser
     browser.get((tmp_path / "talk.html").as_uri())
     wait_for(browser, "return document.getElementById('player').readyState >= 1")
     assert not browser.find_element(By.ID, "media-note").is_displayed()
+
+
+def test_a_run_cut_short_still_gets_its_report(tmp_path):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(TALK6.read_bytes()[:700_000])  # the frames after ~8 s are missing
+    p = run("file", str(cut), "--out", str(tmp_path), "--report")
+    assert_one_line_error(p, "truncated or corrupt")
+    text = (tmp_path / "cut.partial.html").read_text()
+    assert 'class="badge partial"' in text and "truncated or corrupt" in text
+    assert text.count('class="win') >= 6
