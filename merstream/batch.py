@@ -63,6 +63,8 @@ class BatchOptions:
     threads: int = 1  # torch/ORT threads per worker
     naive: bool = False
     audio_track: int | None = None
+    report: bool = False  # <name>.html beside each timeline
+    record: str | None = None  # a folder for each input's <name>.annotated.mp4
 
 
 @dataclass
@@ -107,6 +109,10 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
         scorer, transcriber, stream = _load(opts)
         run = score_file(path, scorer, transcriber, stream, Path(opts.out), plot=opts.plot, reuse=not opts.naive,
                          on_note=notes.append, audio_track=opts.audio_track)
+        if opts.report or opts.record:
+            from .annotate import record_into
+
+            record_into(path, run, opts.report, opts.record, scorer, notes.append)
         return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
     except MerstreamError as e:
         return FileOutcome(path, False, error=str(e), notes=notes)

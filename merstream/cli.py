@@ -38,6 +38,8 @@ def file_cmd(
     ray: bool = typer.Option(False, "--ray", help="Batch: run the files as Ray tasks (local Ray, or --ray-address)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Batch: address of a running Ray cluster."),
     audio_track: Optional[int] = typer.Option(None, "--audio-track", min=0, help="Audio track N (0-based, as ffmpeg's -map 0:a:N). Default: the track marked default, else the first."),
+    report: bool = typer.Option(False, "--report", help="Also write <name>.html: the media player synced with the timeline (batch: plus index.html)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also write the annotated video (face box, score bars, words, audio kept) to this .mp4 (batch: a folder)."),
 ):
     """Score media files window by window and write each emotion timeline (JSONL, CSV, PNG)."""
     from .asr import Transcriber
@@ -69,11 +71,15 @@ def file_cmd(
         opts = BatchOptions(
             str(out), model, parse_labels(labels), window, hop, asr_model, no_asr, clip, clip_weights, backend, plot,
             threads=max(1, (os.cpu_count() or 1) // workers), naive=naive,  # the workers split the cores
-            audio_track=audio_track,
+            audio_track=audio_track, report=report, record=None if record is None else str(_record_folder(record)),
         )
         return _batch(files, opts, workers, ray, ray_address)
     path = files[0]
     probe(path, audio_track)  # bad media (or --audio-track) fails here, before any model is loaded
+    if record is not None:
+        from .annotate import check_record_path
+
+        check_record_path(record, path)
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:
         note(scorer.notice)
@@ -86,16 +92,35 @@ def file_cmd(
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
     ) as progress:
         task = progress.add_task("decoding + transcribing", total=None, info="")
-        run = score_file(
-            path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem, audio_track=audio_track,
-            on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
-            on_window=lambda t, n: progress.update(
-                task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
-            ),
-        )
+        try:
+            run = score_file(
+                path, scorer, transcriber, stream, out, plot=plot, reuse=not naive, on_note=note, stem=stem, audio_track=audio_track,
+                on_start=lambda d: progress.update(task, description="scoring", total=max(d, 0.01)),
+                on_window=lambda t, n: progress.update(
+                    task, completed=t, info=f"{t:.1f}/{progress.tasks[0].total:.1f} s, {n} windows"
+                ),
+            )
+        except MerstreamError:
+            partial = out / f"{stem or path.stem}.partial.jsonl"
+            if report and partial.exists():  # what was scored before the error gets its report too
+                from .report import write_report
+
+                note(f"report so far: {write_report(partial, path)[0]}")
+            raise
     console.print(f"timeline: {run.jsonl}  {run.csv}  ({run.windows} windows)", soft_wrap=True)
     if run.png:
         console.print(f"plot: {run.png}", soft_wrap=True)
+    if report:
+        from .report import write_report
+
+        console.print(f"report: {write_report(run.jsonl, path)[0]}", soft_wrap=True)
+    if record is not None:
+        from .annotate import annotate
+        from .preprocess import stored_frame_side
+
+        face_side = stored_frame_side(scorer.image_size, True) if scorer.cfg.face_crop else None
+        frames = annotate(path, run.results, record, face_side=face_side)
+        console.print(f"video: {record} ({frames} frames)", soft_wrap=True)
     Console().print(f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall", soft_wrap=True)
     table = Table()
     table.add_column("label")
@@ -110,6 +135,17 @@ def file_cmd(
         f"{c.segments_encoded} audio segments, {c.texts_encoded} transcripts ({c.text_cache_hits} cache hits)",
         soft_wrap=True,
     )
+
+
+def _record_folder(record: Path) -> Path:
+    """Batch --record: a folder for <name>.annotated.mp4 (made if need be)."""
+    if record.suffix.lower() in (".mp4", ".mov"):
+        fail(f"--record must be a folder when scoring several files (got {record})")
+    try:
+        record.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--record: cannot make folder {record}: {e.strerror or e}")
+    return record
 
 
 def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | None):
@@ -145,13 +181,17 @@ def _batch(files: list[Path], opts, workers: int, ray: bool, ray_address: str | 
         table.add_row(Path(o.path).name, str(o.windows), f"{o.duration:.1f}", f"{o.seconds:.1f}", "ok" if o.ok else "failed")
     Console().print(table)
     console.print(f"throughput: {media / wall:.2f} s of media per s (timelines in {opts.out})", soft_wrap=True)
+    if opts.report:
+        from .report_index import write_index
+
+        console.print(f"reports: {write_index(Path(opts.out), files, outcomes)}", soft_wrap=True)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise typer.Exit(1)
 
 
 # the other commands register themselves on `app` (kept apart so each module stays small)
-from . import cli_export, cli_live, cli_train  # noqa: E402,F401
+from . import cli_export, cli_live, cli_report, cli_train  # noqa: E402,F401
 
 
 try:  # typer vendors click; its usage errors are click's UsageError

@@ -87,14 +87,18 @@ def window_line(r: WindowResult) -> str:
 
 
 # ---- OpenCV overlay -----------------------------------------------------------------------
-def draw_overlay(bgr: np.ndarray, r: WindowResult | None, status: str = "") -> np.ndarray:
-    """Label bars (predicted labels green), the window's transcript and a status line."""
+def draw_overlay(bgr: np.ndarray, r: WindowResult | None, status: str = "", face=None) -> np.ndarray:
+    """Label bars (predicted labels green), the window's transcript and a status line; ``face``
+    (x, y, size in the frame's pixels): the face box a face-crop model is given."""
     import cv2
 
     out = bgr.copy()
     h, w = out.shape[:2]
     scale = max(0.5, min(w, h) / 480)
     lh = int(22 * scale) + 4
+    if face is not None:
+        x, y, s = face
+        cv2.rectangle(out, (x, y), (x + s - 1, y + s - 1), (255, 200, 0), max(1, round(2 * scale)), cv2.LINE_AA)
     if r is not None and r.top is not None:
         items = sorted(r.scores.items(), key=lambda kv: -kv[1])
         box_h = lh * (len(items) + 1) + 8

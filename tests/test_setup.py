@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("file", "export", "doctor", "live", "train", "eval")
+COMMANDS = ("file", "export", "doctor", "live", "train", "eval", "report")
 
 
 def readme_commands() -> list[str]:
