@@ -71,14 +71,15 @@ def face_box(rgb: np.ndarray, cropper, side: int) -> tuple[int, int, int] | None
 
 
 def annotate(source: str | Path, results: list[WindowResult], out: str | Path, face_side: int | None = None,
-             on_frame=None) -> int:
+             on_frame=None, audio_track: int | None = None) -> int:
     """Write ``out`` (whole or not at all); returns the number of frames written. ``face_side``:
-    the shorter side the model's face finder works at (None: the model takes whole frames)."""
+    the shorter side the model's face finder works at (None: the model takes whole frames). Frames
+    are turned upright as a player shows them (display matrix); the audio is the scored track."""
     import av
 
     from .faces import FaceCropper
     from .live_view import draw_overlay
-    from .media import _open, _reason, video_stream
+    from .media import _open, _reason, audio_stream, frame_rgb, upright_size, video_stream
 
     source, out = Path(source), Path(out)
     picker = WindowPicker(results)
@@ -88,14 +89,15 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
         v = video_stream(src)
         if v is None:
             raise MerstreamError(f"--record needs a video track: {source} has none")
-        a = src.streams.audio[0] if src.streams.audio else None
+        a = audio_stream(src, audio_track, source)
         start = v.start_time or 0
         tb = v.time_base
         with replaced_whole(out) as tmp:
             dst = av.open(str(tmp), "w")
             try:
                 ov = dst.add_stream("libx264", rate=v.average_rate or 30)
-                ov.width, ov.height = v.codec_context.width // 2 * 2, v.codec_context.height // 2 * 2
+                width, height = upright_size(source)
+                ov.width, ov.height = width // 2 * 2, height // 2 * 2
                 ov.pix_fmt = "yuv420p"
                 ov.time_base = tb
                 ov.codec_context.time_base = tb
@@ -124,7 +126,7 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
                             pts = last_pts + 1  # a repeated timestamp: keep them increasing, one tick apart
                         last_pts = pts
                         t = float((pts - start) * tb)
-                        rgb = frame.to_ndarray(format="rgb24")
+                        rgb = frame_rgb(frame)
                         box = face_box(rgb, cropper, face_side) if cropper is not None else None
                         r = picker.at(t)
                         status = f"{t:5.1f} s" + (f"  window {r.start:g}-{r.end:g} s  {r.modalities}" if r else "  no scores")
@@ -148,7 +150,8 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
     return written
 
 
-def record_into(path: str | Path, run, report: bool, folder: str | None, scorer, on_note=print) -> None:
+def record_into(path: str | Path, run, report: bool, folder: str | None, scorer, on_note=print,
+                audio_track: int | None = None) -> None:
     """A batch's extra outputs for one scored input: its report beside the timeline and its
     annotated video in ``folder`` as <name>.annotated.mp4 (an audio-only input has none)."""
     from .preprocess import stored_frame_side
@@ -163,4 +166,5 @@ def record_into(path: str | Path, run, report: bool, folder: str | None, scorer,
             on_note("no video track: no annotated video")
             return
         side = stored_frame_side(scorer.image_size, True) if scorer.cfg.face_crop else None
-        annotate(path, run.results, Path(folder) / f"{Path(run.jsonl).stem}.annotated.mp4", face_side=side)
+        annotate(path, run.results, Path(folder) / f"{Path(run.jsonl).stem}.annotated.mp4", face_side=side,
+                 audio_track=audio_track)

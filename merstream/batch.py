@@ -112,7 +112,7 @@ def score_one(path: str, opts: BatchOptions) -> FileOutcome:
         if opts.report or opts.record:
             from .annotate import record_into
 
-            record_into(path, run, opts.report, opts.record, scorer, notes.append)
+            record_into(path, run, opts.report, opts.record, scorer, notes.append, audio_track=opts.audio_track)
         return FileOutcome(path, True, run.windows, run.duration, run.seconds, notes=notes)
     except MerstreamError as e:
         return FileOutcome(path, False, error=str(e), notes=notes)

@@ -119,7 +119,7 @@ def file_cmd(
         from .preprocess import stored_frame_side
 
         face_side = stored_frame_side(scorer.image_size, True) if scorer.cfg.face_crop else None
-        frames = annotate(path, run.results, record, face_side=face_side)
+        frames = annotate(path, run.results, record, face_side=face_side, audio_track=audio_track)
         console.print(f"video: {record} ({frames} frames)", soft_wrap=True)
     Console().print(f"{path.name}: {run.windows} windows, {run.duration:.1f} s, {run.seconds:.1f} s wall", soft_wrap=True)
     table = Table()

@@ -150,6 +150,17 @@ def frame_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the video's first frame as a player shows it (turned by its display matrix)."""
+    with _open(path) as c:
+        v = video_stream(c)
+        frame = next(c.decode(v), None) if v is not None else None
+        if frame is None:
+            raise MerstreamError(f"{path}: no decodable video frame")
+        h, w = frame_rgb(frame).shape[:2]
+    return w, h
+
+
 def _rotation(frame) -> float:
     try:
         return float(frame.rotation or 0)

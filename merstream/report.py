@@ -214,6 +214,16 @@ STATE_TEXT = {
 }
 
 
+def _card_facts(card) -> list[tuple[str, str]]:
+    """The model card of the timeline's meta line (merstream version, weights sha256, licence)."""
+    if not isinstance(card, dict):
+        return []
+    weights = card.get("weights_sha256")
+    return [("licence", str(card.get("licence") or "unknown")),
+            ("weights", f"sha256 {weights[:16]}..." if isinstance(weights, str) else "-"),
+            ("merstream", str(card.get("merstream_version") or "-"))]
+
+
 def _summary(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
     m = tl.meta
     rows = []
@@ -229,6 +239,7 @@ def _summary(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
         ("labels", ", ".join(labels)),
         ("model", str(m.get("model") or "-").removeprefix("model: ")),
         ("backend", str(m.get("backend") or "-")),
+        *_card_facts(m.get("model_card")),
         ("window / hop", f"{m.get('window', '-')} s / {m.get('hop', '-')} s"),
         ("source", str(m.get("source") or "-")),
     ]

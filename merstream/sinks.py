@@ -63,7 +63,7 @@ class TimelineWriter:
         self._append(self._jsonl, lambda: self._jsonl.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n"))
         self._append(self._csv_file, lambda: self._csv.writerow(
             [f"{r.start:.3f}", f"{r.end:.3f}", *("" if r.scores[k] is None else f"{r.scores[k]:.5f}" for k in self.labels),
-             json.dumps(r.labels, ensure_ascii=False), r.top or "", r.modalities, r.text]
+             "" if r.top is None else json.dumps(r.labels, ensure_ascii=False), r.top or "", r.modalities, r.text]
         ))
         self.results.append(r)
 

@@ -341,3 +341,22 @@ def test_bad_audio_config_values_are_config_errors(key, value):
 
     with pytest.raises(MerstreamError, match=f"config: audio.{key} must be"):
         AudioConfig(**{key: value})
+
+
+def test_rotated_video_file_record_is_upright(portrait, tmp_path):
+    rec = tmp_path / "file.annotated.mp4"
+    p = run("file", str(portrait[0]), "--no-asr", "--no-plot", "--record", str(rec), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    v = ffprobe(rec, "-select_streams", "v", "-show_streams")["streams"][0]
+    assert (v["width"], v["height"]) == (480, 360)  # as a player shows the portrait file
+    import numpy as np
+
+    from merstream.media import iter_frames
+
+    got = [img for _, img in iter_frames(rec)][::50]
+    upright = [img for _, img in iter_frames(portrait[1])][::50]
+    assert len(got) == len(upright) >= 7
+    for a, b in zip(got, upright):  # away from the drawn overlays the pixels are the upright file's
+        region = (slice(250, 350), slice(340, 470))
+        assert np.abs(a[region].astype(int) - b[region].astype(int)).mean() < 8
+        assert np.abs(a[region].astype(int) - np.rot90(b, 2)[region].astype(int)).mean() > 8  # and can tell

@@ -135,7 +135,7 @@ def test_report_is_one_offline_file(talk6):
     scripts = re.findall(r"<script>(.*?)</script>", text, re.S)
     assert scripts and sum(len(s) for s in scripts) < 1_000_000
     assert 'src="data:video/mp4;base64,' in text  # 1 MB of media: embedded
-    for needle in ("angry", "complete", "onnx", "2.0 s / 1.0 s", "share of time"):
+    for needle in ("angry", "complete", "onnx", "2.0 s / 1.0 s", "share of time", "NON-COMMERCIAL use only (ravdess)", "weights"):
         assert needle in text, needle
 
 

@@ -44,3 +44,17 @@ def test_every_entry_point_lists_every_command(argv):
     assert p.returncode == 0, p.stderr
     listed = re.findall(r"^\s{2}(\w+)\s", p.stdout.split("Commands:", 1)[1], flags=re.M)
     assert sorted(listed) == sorted(COMMANDS), p.stdout
+
+
+def test_the_readme_python_example_runs_and_prints_windows(tmp_path):
+    """The README's library example, run as written (only the data path made absolute)."""
+    from conftest import DATA
+
+    readme = ROOT.joinpath("README.md").read_text()
+    code = re.search(r"### Python\n+```python\n(.*?)\n```", readme, flags=re.S).group(1)
+    code = code.replace("../shared/data", str(DATA))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 12 and all(re.match(r"\s*\d+\.\d-\s*\d+\.\d s  \w+\s+0\.\d\d  [LVA]+", x) for x in lines), p.stdout
+    assert "jacket" in p.stdout and (tmp_path / "timeline" / "talk_6emotions.jsonl").exists()
