@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_app import app, console, fail, note, parse_labels
+from .cli_app import app, console, fail, note, parse_labels, speech_off
 from .errors import Interrupted, MerstreamError
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".png")  # `merstream file -o NAME.jsonl`: the timeline's own path
@@ -29,6 +29,7 @@ def file_cmd(
     hop: Optional[float] = typer.Option(None, help="Seconds between window starts (default: the model's, 1)."),
     asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or local directory."),
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition (no language modality)."),
+    language: str = typer.Option("en", "--language", help="Language spoken (ISO 639-1 code). The text tower reads English: any other language turns speech recognition off, with a note."),
     clip: Optional[str] = typer.Option(None, "--clip", help="Zero-shot mode: open_clip architecture (e.g. ViT-B-32)."),
     clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="Zero-shot mode: open_clip pretrained tag or local weights file."),
     backend: str = typer.Option("auto", help="auto: onnxruntime (a checkpoint is exported once to a cache) | torch | onnx (export dir only)."),
@@ -48,6 +49,7 @@ def file_cmd(
     from .run_file import score_file
     from .sinks import summary
 
+    no_asr = speech_off(language, no_asr)
     if window is not None or hop is not None:
         StreamConfig(window=2.0 if window is None else window, hop=1.0 if hop is None else hop)  # validate early
     if backend not in ("auto", "torch", "onnx"):

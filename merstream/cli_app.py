@@ -40,5 +40,14 @@ def parse_labels(labels: Optional[str]) -> Optional[list[str]]:
     return out
 
 
+def speech_off(language: str, no_asr: bool) -> bool:
+    """--no-asr, or a --language the text tower cannot read (it reads English): then ASR is off."""
+    if not no_asr and language.strip().lower() not in ("en", "english"):
+        note(f"--language {language}: the text tower reads English only, so the words are not scored "
+             f"(speech recognition off; face and voice are scored)")
+        return True
+    return no_asr
+
+
 def note(msg: str) -> None:
     console.print(f"[yellow]note:[/] {msg}", soft_wrap=True)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .cli_app import app, console, fail, note, parse_labels
+from .cli_app import app, console, fail, note, parse_labels, speech_off
 
 
 def _video_source(camera: str, realtime: bool, loop: bool, frame_size: int, on_frame):
@@ -53,6 +53,7 @@ def live_cmd(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of media."),
     asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or local directory."),
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition (no language modality)."),
+    language: str = typer.Option("en", "--language", help="Language spoken (ISO 639-1 code). The text tower reads English: any other language turns speech recognition off, with a note."),
     text_deadline: float = typer.Option(0.5, "--text-deadline", help="Real time: seconds a window waits for committed words; then it is scored with the words so far plus the recogniser's current hypothesis."),
     show: bool = typer.Option(False, "--show", help="Show the video with an overlay in an OpenCV window (q quits)."),
     record: Optional[Path] = typer.Option(None, "--record", help="Write the annotated video to this file (.mp4)."),
@@ -67,6 +68,7 @@ def live_cmd(
     from .media import is_url
 
     # ---- options ---------------------------------------------------------------------------
+    no_asr = speech_off(language, no_asr)
     if backend not in ("auto", "torch", "onnx"):
         fail(f"--backend must be auto, torch or onnx (got {backend!r})")
     if mic is not None and no_mic:

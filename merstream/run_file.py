@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .asr import Transcriber, Word
+from .asr import Transcriber, Word, unsure_note
 from .config import StreamConfig
 from .engine import Counters, Engine, WindowResult, window_count
 from .engine.engine import TIE
@@ -298,6 +298,7 @@ def score_file(
     ``stem`` names the outputs (default: the input's name without its extension)."""
     t0 = time.perf_counter()
     path = Path(path)
+    unsure_before = transcriber.unsure_seconds if transcriber is not None else 0.0
     job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
     writer, engine, error = None, None, None
     try:
@@ -327,6 +328,8 @@ def score_file(
                 job.pending.stop()
     if not writer.results:
         raise MerstreamError(f"{path}: no windows could be scored (no decodable media)")
+    if transcriber is not None and transcriber.unsure_seconds > unsure_before:
+        on_note(unsure_note(transcriber.unsure_seconds - unsure_before))
     png = writer.plot(title=f"{path.name} - {scorer.name}") if plot else None
     return FileRun(str(path), len(writer.results), writer.results[-1].end, writer.jsonl_path, writer.csv_path, png,
                    engine.counters, time.perf_counter() - t0, job.asr_seconds, writer.results)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TALK6, assert_one_line_error, ffmpeg
+from conftest import DATA, TALK6, assert_one_line_error, ffmpeg
 
 PY = [sys.executable, "-m", "merstream"]
 
@@ -360,3 +360,27 @@ def test_rotated_video_file_record_is_upright(portrait, tmp_path):
         region = (slice(250, 350), slice(340, 470))
         assert np.abs(a[region].astype(int) - b[region].astype(int)).mean() < 8
         assert np.abs(a[region].astype(int) - np.rot90(b, 2)[region].astype(int)).mean() > 8  # and can tell
+
+
+# ---- non-English speech is not scored as English words ------------------------------------------
+
+def test_german_speech_is_left_out_of_the_transcript_with_a_note(tmp_path):
+    clip = DATA / "emodb" / "wav" / "03a01Fa.flac"  # EmoDB: German ("Der Lappen liegt auf dem Eisschrank")
+    assert "Eisschrank" in (DATA / "emodb" / "labels.csv").read_text(encoding="utf-8", errors="replace")
+    p = run("file", str(clip), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "left out of the transcript" in p.stderr and "English only" in p.stderr
+    windows = [json.loads(x) for x in (tmp_path / "03a01Fa.jsonl").read_text().splitlines() if '"scores"' in x]
+    assert windows and all(w["text"] == "" and "L" not in w["modalities"] for w in windows)
+    # English speech keeps its words (the same check does not drop them)
+    q = run("file", str(DATA / "talk" / "talk.mp4"), "--out", str(tmp_path / "en"))
+    assert q.returncode == 0 and "left out" not in q.stderr
+    assert any(json.loads(x).get("text") for x in (tmp_path / "en" / "talk.jsonl").read_text().splitlines() if '"scores"' in x)
+
+
+def test_language_other_than_english_turns_speech_recognition_off(tmp_path):
+    p = run("file", str(DATA / "talk" / "talk.mp4"), "--language", "de", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "--language de: the text tower reads English only" in p.stderr
+    windows = [json.loads(x) for x in (tmp_path / "talk.jsonl").read_text().splitlines() if '"scores"' in x]
+    assert windows and all("L" not in w["modalities"] for w in windows)

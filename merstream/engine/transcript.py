@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..asr import Transcriber, Word
+from ..asr import Transcriber, Word, confident
 
 _NORM = re.compile(r"[^\w']+")
 SENTENCE_END = (".", "?", "!")
@@ -220,6 +220,8 @@ class RollingTranscript:
         hallucinated loop) reject a segment. (Not the compression ratio: people do repeat
         sentences, and whisper computes it over its whole 30 s window.)"""
         if seg.no_speech_prob > self.no_speech_threshold and seg.avg_logprob < self.logprob_threshold:
+            return False
+        if not confident(seg):  # not English (tiny.en makes English-looking words of it), or unclear
             return False
         words = seg.words or []
         if words:
