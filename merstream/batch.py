@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import MerstreamError
+from .media import is_url
 
 MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv", ".m4v", ".wav", ".flac", ".mp3", ".m4a", ".ogg"}
 
@@ -22,6 +23,9 @@ def expand_inputs(items: list[str]) -> list[Path]:
     """Files, directories (their media files, sorted) and glob patterns -> a de-duplicated list."""
     out: list[Path] = []
     for item in items:
+        if is_url(item):  # a Path would mangle it into a file name ("http:/host/x.mp4")
+            raise MerstreamError(f"{item} is a stream address: `merstream file` scores files; "
+                                 f"score a stream with `merstream live --camera {item}`")
         p = Path(item)
         if p.is_dir():
             out += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)

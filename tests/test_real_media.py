@@ -384,3 +384,8 @@ def test_language_other_than_english_turns_speech_recognition_off(tmp_path):
     assert "--language de: the text tower reads English only" in p.stderr
     windows = [json.loads(x) for x in (tmp_path / "talk.jsonl").read_text().splitlines() if '"scores"' in x]
     assert windows and all("L" not in w["modalities"] for w in windows)
+
+
+def test_a_url_given_to_file_is_named_as_a_stream_not_mangled_into_a_path():
+    p = run("file", "http://127.0.0.1:9/x.mp4")
+    assert_one_line_error(p, "http://127.0.0.1:9/x.mp4 is a stream address", "merstream live --camera")
