@@ -232,7 +232,8 @@ def export_model(
         names = [g for g in names if g in graphs]
     out = Path(out).expanduser()
     if precision == "fp32":
-        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, (source, weights_sha256, card), step, t0)
+        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, (source, weights_sha256, card), step, t0,
+                            compact=True)
 
     with tempfile.TemporaryDirectory(prefix="merstream-fp32-") as tmp:
         base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, (source, weights_sha256, card), step, t0)
@@ -265,7 +266,10 @@ def export_model(
     return result
 
 
-def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0) -> ExportResult:
+def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0,
+                 compact: bool = False) -> ExportResult:
+    """The fp32 graphs; ``compact``: fp16-exact weights stored as fp16 (not for the base of an int8
+    or fp16 conversion, which looks for float32 weights)."""
     prepare_dir(out)
     files = []
     for name in names:
@@ -274,6 +278,8 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
         module, example = graph_module(model, name, mode, labels)
         ins, outs = graph_specs(model, name, mode)
         export_graph(module, example, ins, outs, out / f"{name}.onnx", opset, model.context_length)
+        if compact:
+            store_fp16_exact(out / f"{name}.onnx")
         files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
     step("embedding the labels")
     data = _manifest_data(model, mode, "fp32", opset, labels, names, source, None)
@@ -336,6 +342,39 @@ def write_tokenizer(path: Path) -> None:
     from open_clip.tokenizer import default_bpe
 
     build_clip_tokenizer(default_bpe(), path)
+
+
+FP16_MIN_ELEMENTS = 1024  # smaller tensors are not worth a Cast node
+
+
+def store_fp16_exact(path: Path) -> int:
+    """Store each float32 weight whose values are all exactly representable in float16 (the weights
+    of a checkpoint saved in fp16, like the embedded model's) as float16 followed by a Cast back to
+    float32: the same numbers, half the file. onnxruntime folds the Cast when it loads the graph, so
+    it computes in float32 as before. Returns the bytes saved."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, saved = [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < FP16_MIN_ELEMENTS:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values, equal_nan=True):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32"))
+        saved += values.nbytes - half.nbytes
+    if casts:
+        nodes = casts + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.save(model, str(path))
+    return saved
 
 
 def convert_graph(src: Path, dst: Path, precision: str) -> None:

@@ -253,3 +253,29 @@ def test_vit_b32_vision_and_cmd_export_parity(tmp_path):
     assert r.parity.ok and r.parity.worst.max_abs <= 1e-4
     assert {(d.output, d.batch) for d in r.parity.diffs} >= {("frame embeddings", 1), ("frame embeddings", 5)}
     assert OnnxScorer(tmp_path / "vitb32").embed_dim == 512
+
+
+def test_fp16_exact_weights_are_stored_as_fp16_and_compute_the_same(exported, tmp_path, tiny_model):
+    import onnx
+    from onnx import numpy_helper
+
+    from export.onnx_export import store_fp16_exact
+
+    model = onnx.load(str(exported / "text.onnx"))
+    for init in model.graph.initializer:  # weights as a checkpoint saved in fp16 holds them
+        values = numpy_helper.to_array(init)
+        if values.dtype == np.float32 and values.size >= 1024:
+            init.CopyFrom(numpy_helper.from_array(values.astype(np.float16).astype(np.float32), init.name))
+    plain, compact = tmp_path / "plain.onnx", tmp_path / "compact.onnx"
+    onnx.save(model, str(plain))
+    onnx.save(model, str(compact))
+    saved = store_fp16_exact(compact)
+    assert saved > 0.4 * plain.stat().st_size and compact.stat().st_size < 0.6 * plain.stat().st_size
+    tokens = tiny_model.tokenize(["don't forget a jacket", "a"]).numpy()
+    tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens})[0] for p in (plain, compact)]
+    assert np.array_equal(outs[0], outs[1])
+    shutil.copy(exported / "vision.onnx", tmp_path / "vision.onnx")
+    before = (tmp_path / "vision.onnx").read_bytes()
+    assert store_fp16_exact(tmp_path / "vision.onnx") == 0  # random fp32 weights are not fp16-exact: untouched
+    assert (tmp_path / "vision.onnx").read_bytes() == before
