@@ -20,6 +20,9 @@ from .errors import MerstreamError
 
 SUFFIXES = (".mp4", ".mov")  # (Matroska shifts every stream when the audio starts before 0: AAC priming)
 COPY_INTO_MP4 = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}  # audio codecs an .mp4/.mov takes as they are
+# containers whose audio packets the MP4 muxer takes as they are (Matroska, WebM and MPEG-TS packets
+# of the same codecs fail after a few seconds: their audio is re-encoded to AAC instead)
+COPY_FROM = {"mov,mp4,m4a,3gp,3g2,mj2"}
 
 
 def check_record_path(path: Path, source: Path | None = None) -> None:
@@ -104,7 +107,7 @@ def annotate(source: str | Path, results: list[WindowResult], out: str | Path, f
                 ov.options = {"crf": "20", "preset": "veryfast", "bf": "0"}
                 oa = None
                 if a is not None:
-                    copy = a.codec_context.name in COPY_INTO_MP4
+                    copy = a.codec_context.name in COPY_INTO_MP4 and src.format.name in COPY_FROM
                     oa = dst.add_stream_from_template(a) if copy else dst.add_stream("aac", rate=a.codec_context.sample_rate)
                 last_pts = None
                 streams = [s for s in (v, a) if s is not None]

@@ -164,6 +164,9 @@ def test_windows_with_no_input_have_no_scores_and_no_label(tiny_ckpt, tmp_path):
     assert all(cell != "" for cell in table[6][2:10])
     assert (tmp_path / "late.png").stat().st_size > 10_000
     assert "late.m4a: 17 windows" in p.stdout
+    r = run("report", str(tmp_path / "late.jsonl"))  # the report draws such windows as gaps
+    assert r.returncode == 0, r.stderr
+    assert "no modality" in (tmp_path / "late.html").read_text()
 
 
 # ---- 2: media time starts at the container's zero for every stream -----------------------------
@@ -389,3 +392,14 @@ def test_language_other_than_english_turns_speech_recognition_off(tmp_path):
 def test_a_url_given_to_file_is_named_as_a_stream_not_mangled_into_a_path():
     p = run("file", "http://127.0.0.1:9/x.mp4")
     assert_one_line_error(p, "http://127.0.0.1:9/x.mp4 is a stream address", "merstream live --camera")
+
+
+def test_record_from_matroska_with_audio_keeps_the_audio(tmp_path):
+    mkv = tmp_path / "talk.mkv"
+    ffmpeg("-i", str(TALK6), "-c", "copy", str(mkv))
+    assert ffprobe(mkv, "-show_format")["format"]["format_name"].startswith("matroska")
+    out = tmp_path / "rec.mp4"
+    p = run("file", str(mkv), "--no-asr", "--no-plot", "--record", str(out), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr  # Matroska's audio packets cannot be copied into MP4: re-encoded
+    streams = {s["codec_type"]: s for s in ffprobe(out, "-show_streams")["streams"]}
+    assert streams["audio"]["codec_name"] == "aac" and abs(float(streams["audio"]["duration"]) - 12.7) < 0.3
