@@ -146,7 +146,7 @@ def live_cmd(
 
     # ---- sinks -----------------------------------------------------------------------------
     stem = "live-" + time.strftime("%Y%m%d-%H%M%S")
-    src_name = "none" if video is None else camera
+    src_name = "none" if video is None else str(Path(camera).resolve()) if Path(camera).is_file() else camera
     writer = TimelineWriter(out, stem, scorer.labels, meta={
         "source": src_name, "audio": None if audio_src is None else audio_src.name,
         "audio_track": getattr(audio_src, "track", None), "model": scorer.notice, "model_card": scorer.card,

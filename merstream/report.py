@@ -84,6 +84,7 @@ def find_media(tl: Timeline, media: str | Path | None) -> Media:
     A complete file timeline and a media file of another length is an error (another recording)."""
     from .media import probe
 
+    relative_note = None
     if media is not None:
         p = Path(media)
         if not p.is_file():
@@ -94,13 +95,19 @@ def find_media(tl: Timeline, media: str | Path | None) -> Media:
             return Media(None, "no media: the timeline has no source recorded")
         if source.isdigit() or "://" in source:
             return Media(None, f"no media: the timeline was scored live from {source} (pass --media RECORDING to play one)")
-        candidates = [Path(source), tl.path.parent / Path(source).name]
+        # merstream writes the absolute path; an older timeline's relative one was relative to wherever
+        # it was scored, so the file of that name beside the timeline comes first, then the current folder
+        candidates = [Path(source)] if Path(source).is_absolute() else [tl.path.parent / Path(source).name, Path(source)]
         p = next((c for c in candidates if c.is_file()), None)
         if p is None:
             return Media(None, f"media not found: {source}")
+        relative_note = (f"the timeline names its media by a relative path ({source}); playing {p.resolve()}"
+                         if not Path(source).is_absolute() else None)
     info = probe(p)
     has_video, codecs = _codecs(p)
     m = Media(p, None, has_video, info.duration, codecs)
+    if relative_note:
+        m.notes.append(relative_note)
     covered = tl.covered
     if info.duration > 0 and tl.windows and abs(info.duration - covered) > MISMATCH_S:
         what = f"{p} is {info.duration:.2f} s long but the timeline covers 0-{covered:.2f} s"

@@ -303,7 +303,7 @@ def score_file(
     writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
-            "source": str(path), "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
+            "source": str(path.resolve()), "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
             "audio_track": job.info.audio_track if job.info.has_audio else None,
         })

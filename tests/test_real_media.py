@@ -403,3 +403,18 @@ def test_record_from_matroska_with_audio_keeps_the_audio(tmp_path):
     assert p.returncode == 0, p.stderr  # Matroska's audio packets cannot be copied into MP4: re-encoded
     streams = {s["codec_type"]: s for s in ffprobe(out, "-show_streams")["streams"]}
     assert streams["audio"]["codec_name"] == "aac" and abs(float(streams["audio"]["duration"]) - 12.7) < 0.3
+
+
+def test_a_timeline_names_its_media_by_absolute_path_so_its_report_finds_it_from_anywhere(tmp_path):
+    here, other = tmp_path / "scored_here", tmp_path / "elsewhere"
+    here.mkdir()
+    other.mkdir()
+    shutil.copy(DATA / "talk" / "talk.mp4", here / "in.mp4")
+    ffmpeg("-i", str(TALK6), "-c", "copy", str(other / "in.mp4"))  # another file of the same name
+    p = run("file", "in.mp4", "--no-asr", "--out", str(tmp_path / "out"), cwd=here)
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((tmp_path / "out" / "in.jsonl").read_text().splitlines()[0])["meta"]
+    assert meta["source"] == str((here / "in.mp4").resolve())
+    r = run("report", str(tmp_path / "out" / "in.jsonl"), cwd=other)
+    assert r.returncode == 0, r.stderr  # the right file (1.9 s), not elsewhere/in.mp4 (12.7 s: an error)
+    assert "media not found" not in (tmp_path / "out" / "in.html").read_text()
