@@ -41,8 +41,16 @@ def parse_labels(labels: Optional[str]) -> Optional[list[str]]:
 
 
 def speech_off(language: str, no_asr: bool) -> bool:
-    """--no-asr, or a --language the text tower cannot read (it reads English): then ASR is off."""
-    if not no_asr and language.strip().lower() not in ("en", "english"):
+    """--no-asr, or a --language the text tower cannot read (it reads English): then ASR is off.
+    ``language`` is a Whisper language code, optionally with a region (en, en-US, en_GB, de, pt-BR)."""
+    primary = language.strip().lower().replace("_", "-").split("-")[0]
+    if primary in ("en", "eng", "english"):
+        return no_asr
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if primary not in _LANGUAGE_CODES:
+        fail(f"--language {language!r} is not a language code Whisper knows (e.g. en, en-US, de, fr, es, zh)")
+    if not no_asr:
         note(f"--language {language}: the text tower reads English only, so the words are not scored "
              f"(speech recognition off; face and voice are scored)")
         return True

@@ -418,3 +418,15 @@ def test_a_timeline_names_its_media_by_absolute_path_so_its_report_finds_it_from
     r = run("report", str(tmp_path / "out" / "in.jsonl"), cwd=other)
     assert r.returncode == 0, r.stderr  # the right file (1.9 s), not elsewhere/in.mp4 (12.7 s: an error)
     assert "media not found" not in (tmp_path / "out" / "in.html").read_text()
+
+
+@pytest.mark.parametrize("code", ["en-US", "en_GB", "ENG"])
+def test_english_regional_language_codes_keep_speech_recognition(code, tmp_path):
+    p = run("file", str(DATA / "talk" / "talk.mp4"), "--language", code, "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0 and "--language" not in p.stderr, p.stderr
+    assert "1 transcripts" in p.stderr
+
+
+@pytest.mark.parametrize("code", ["xx", ""])
+def test_an_unknown_language_code_is_one_line_error(code):
+    assert_one_line_error(run("file", str(DATA / "talk" / "talk.mp4"), "--language", code), "not a language code")
