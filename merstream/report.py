@@ -261,7 +261,8 @@ def render(tl: Timeline, media: Media, page: Path) -> str:
     labels = tl.labels
     col = colours(labels)
     legend = "".join(f'<span><i style="background:{col[lab]}"></i>{html.escape(lab)}</span>' for lab in labels)
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in media.notes)
+    run_notes = [n for n in (tl.end or {}).get("notes", []) if isinstance(n, str)]  # e.g. why a modality is missing
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in [*run_notes, *media.notes])
     if not tl.windows:
         notes += '<p class="note">no windows scored yet</p>'
     title = html.escape(tl.path.name)

@@ -299,7 +299,13 @@ def score_file(
     t0 = time.perf_counter()
     path = Path(path)
     unsure_before = transcriber.unsure_seconds if transcriber is not None else 0.0
-    job = prepare(str(path), scorer, transcriber, on_note=on_note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
+    notes: list[str] = []  # what the run said about its input: also kept in the timeline's end line
+
+    def note(msg: str) -> None:
+        notes.append(msg)
+        on_note(msg)
+
+    job = prepare(str(path), scorer, transcriber, on_note=note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
     writer, engine, error = None, None, None
     try:
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
@@ -319,17 +325,18 @@ def score_file(
         with signals_deferred():  # a second Ctrl-C must not cut the clean-up short
             stopped = engine.stopped(writer.results[-1].end) if engine is not None and writer is not None and writer.results else {}
             for track, t in stopped.items():
-                on_note(f"the {track} track stops at {t:.1f} s: the windows after it score without it")
+                note(f"the {track} track stops at {t:.1f} s: the windows after it score without it")
+            if transcriber is not None and transcriber.unsure_seconds > unsure_before:
+                note(unsure_note(transcriber.unsure_seconds - unsure_before))
             if writer is not None:
-                writer.close(error=error, info={"stopped": stopped} if stopped else None)
+                info = {**({"stopped": stopped} if stopped else {}), **({"notes": notes} if notes else {})}
+                writer.close(error=error, info=info or None)
                 if writer.results and error is not None:
                     on_note(f"timeline so far: {writer.jsonl_path} ({len(writer.results)} windows)")
             if job.pending is not None:
                 job.pending.stop()
     if not writer.results:
         raise MerstreamError(f"{path}: no windows could be scored (no decodable media)")
-    if transcriber is not None and transcriber.unsure_seconds > unsure_before:
-        on_note(unsure_note(transcriber.unsure_seconds - unsure_before))
     png = writer.plot(title=f"{path.name} - {scorer.name}") if plot else None
     return FileRun(str(path), len(writer.results), writer.results[-1].end, writer.jsonl_path, writer.csv_path, png,
                    engine.counters, time.perf_counter() - t0, job.asr_seconds, writer.results)

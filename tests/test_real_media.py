@@ -85,7 +85,8 @@ def test_a_run_that_ends_normally_has_only_final_names(tiny_ckpt, tmp_path):
     p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["talk_6emotions.csv", "talk_6emotions.jsonl", "talk_6emotions.png"]
-    assert rows(tmp_path / "talk_6emotions.jsonl")[-1]["end"] == {"complete": True, "windows": 12}
+    end = rows(tmp_path / "talk_6emotions.jsonl")[-1]["end"]
+    assert end["complete"] is True and end["windows"] == 12 and "error" not in end
 
 
 # ---- 5: bounded windows, signals honoured -------------------------------------------------------
@@ -370,9 +371,12 @@ def test_rotated_video_file_record_is_upright(portrait, tmp_path):
 def test_german_speech_is_left_out_of_the_transcript_with_a_note(tmp_path):
     clip = DATA / "emodb" / "wav" / "03a01Fa.flac"  # EmoDB: German ("Der Lappen liegt auf dem Eisschrank")
     assert "Eisschrank" in (DATA / "emodb" / "labels.csv").read_text(encoding="utf-8", errors="replace")
-    p = run("file", str(clip), "--out", str(tmp_path))
+    p = run("file", str(clip), "--out", str(tmp_path), "--report")
     assert p.returncode == 0, p.stderr
     assert "left out of the transcript" in p.stderr and "English only" in p.stderr
+    end = json.loads((tmp_path / "03a01Fa.jsonl").read_text().splitlines()[-1])["end"]
+    assert any("left out of the transcript" in n for n in end["notes"])  # kept in the timeline
+    assert "left out of the transcript" in (tmp_path / "03a01Fa.html").read_text()  # and said in the report
     windows = [json.loads(x) for x in (tmp_path / "03a01Fa.jsonl").read_text().splitlines() if '"scores"' in x]
     assert windows and all(w["text"] == "" and "L" not in w["modalities"] for w in windows)
     # English speech keeps its words (the same check does not drop them)
