@@ -108,6 +108,10 @@ def find_media(tl: Timeline, media: str | Path | None) -> Media:
     m = Media(p, None, has_video, info.duration, codecs)
     if relative_note:
         m.notes.append(relative_note)
+    scored_track = tl.meta.get("audio_track")
+    if isinstance(scored_track, int) and info.audio_tracks > 1 and scored_track != info.audio_track:
+        m.notes.append(f"the voice was scored from audio track {scored_track}; the player plays the file's "
+                       f"default track ({info.audio_track} of {info.audio_tracks} audio tracks)")
     covered = tl.covered
     if info.duration > 0 and tl.windows and abs(info.duration - covered) > MISMATCH_S:
         what = f"{p} is {info.duration:.2f} s long but the timeline covers 0-{covered:.2f} s"

@@ -220,6 +220,10 @@ def test_the_default_audio_track_is_used_and_audio_track_picks_one(two_tracks, t
         assert "jacket" in words  # the speech is transcribed
     else:
         assert words.strip() == ""  # the sine has no words
+    r = run("report", str(tmp_path / "two.jsonl"))  # the page says when the player's track is not the scored one
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "two.html").read_text()
+    assert ("scored from audio track 0" in page) == (used == 0)
 
 
 def test_audio_track_in_live_and_out_of_range(two_tracks, tiny_ckpt, tmp_path):
