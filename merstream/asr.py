@@ -31,6 +31,24 @@ def confident(segment) -> bool:
     return not probs or sum(probs) / len(probs) >= MIN_WORD_CONFIDENCE
 
 
+def is_english(language: str) -> bool:
+    """Whether a Whisper language code (optionally with a region: en, en-US, en_GB, de, pt-BR) is English;
+    a code Whisper does not know is a MerstreamError."""
+    primary = str(language).strip().lower().replace("_", "-").split("-")[0]
+    if primary in ("en", "eng", "english"):
+        return True
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if primary not in _LANGUAGE_CODES:
+        raise MerstreamError(f"--language {language!r} is not a language code Whisper knows (e.g. en, en-US, de, fr, es, zh)")
+    return False
+
+
+def language_note(language: str) -> str:
+    return (f"--language {language}: the text tower reads English only, so the words are not scored "
+            f"(speech recognition off; face and voice are scored)")
+
+
 def unsure_note(seconds: float) -> str:
     return (f"ASR: {seconds:.1f} s of speech left out of the transcript: the recogniser was unsure of the words "
             f"(speech that is not English, or unclear); the text tower reads English only")

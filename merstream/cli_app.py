@@ -43,16 +43,15 @@ def parse_labels(labels: Optional[str]) -> Optional[list[str]]:
 def speech_off(language: str, no_asr: bool) -> bool:
     """--no-asr, or a --language the text tower cannot read (it reads English): then ASR is off.
     ``language`` is a Whisper language code, optionally with a region (en, en-US, en_GB, de, pt-BR)."""
-    primary = language.strip().lower().replace("_", "-").split("-")[0]
-    if primary in ("en", "eng", "english"):
-        return no_asr
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    from .asr import is_english, language_note
+    from .errors import MerstreamError
 
-    if primary not in _LANGUAGE_CODES:
-        fail(f"--language {language!r} is not a language code Whisper knows (e.g. en, en-US, de, fr, es, zh)")
-    if not no_asr:
-        note(f"--language {language}: the text tower reads English only, so the words are not scored "
-             f"(speech recognition off; face and voice are scored)")
+    try:
+        english = is_english(language)
+    except MerstreamError as e:
+        fail(str(e))
+    if not english and not no_asr:
+        note(language_note(language))
         return True
     return no_asr
 

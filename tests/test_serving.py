@@ -159,3 +159,25 @@ def test_live_and_batch_workers_score_without_torch(tmp_path, what, code):
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert list(tmp_path.glob("*.jsonl")), f"{what} wrote no timeline"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"path": None}, "path must name a media file"),
+    ({"path": ""}, "path must name a media file"),
+    ({"labels": "happy,sad,angry"}, "labels must be a non-empty list"),
+    ({"labels": []}, "labels must be a non-empty list"),
+    ({"labels": ["", " ", "x"]}, "labels must be a non-empty list"),
+    ({"labels": [1, 2, 3]}, "labels must be a non-empty list"),
+    ({"hop": "1"}, "hop must be a number"),
+    ({"backend": "cuda"}, "backend must be auto, torch or onnx"),
+    ({"language": "xx"}, "not a language code"),
+    ({"audio_track": 3}, "--audio-track 3"),
+])
+def test_the_library_api_refuses_bad_input_with_one_merstream_error(tmp_path, kwargs, needle):
+    import merstream
+    from merstream.errors import MerstreamError
+
+    args = {"path": TALK6, "out_dir": tmp_path, "asr": False, **kwargs}
+    with pytest.raises(MerstreamError, match=needle):
+        merstream.score_file(args.pop("path"), **args)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
