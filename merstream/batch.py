@@ -16,7 +16,8 @@ from typing import Iterator
 from .errors import MerstreamError
 from .media import is_url
 
-MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv", ".m4v", ".wav", ".flac", ".mp3", ".m4a", ".ogg"}
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv", ".m4v", ".ts", ".mts", ".wav", ".flac", ".mp3", ".m4a",
+                  ".ogg", ".opus"}
 
 
 def expand_inputs(items: list[str]) -> list[Path]:

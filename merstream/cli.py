@@ -81,6 +81,8 @@ def file_cmd(
     if record is not None:
         from .annotate import check_record_path
 
+        if record.parent.resolve() == out.resolve():  # --record into the --out folder, which the run makes
+            out.mkdir(parents=True, exist_ok=True)
         check_record_path(record, path)
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:

@@ -102,6 +102,8 @@ def resolve_scorer(
         p = Path(model).expanduser()
         if not p.exists():
             raise MerstreamError(f"model not found: {p}")
+        if p.name == "manifest.json" and is_export_dir(p.parent):
+            raise MerstreamError(f"{p} is an export's manifest: pass the export directory ({p.parent})")
         if is_export_dir(p):
             if backend == "torch":
                 raise MerstreamError(f"{p} is an ONNX export; the torch backend needs a checkpoint")

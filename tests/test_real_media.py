@@ -438,3 +438,24 @@ def test_english_regional_language_codes_keep_speech_recognition(code, tmp_path)
 @pytest.mark.parametrize("code", ["xx", ""])
 def test_an_unknown_language_code_is_one_line_error(code):
     assert_one_line_error(run("file", str(DATA / "talk" / "talk.mp4"), "--language", code), "not a language code")
+
+
+def test_record_into_the_out_folder_that_the_run_makes(tmp_path):
+    out = tmp_path / "not_yet"
+    p = run("file", str(DATA / "talk" / "talk.mp4"), "--no-asr", "--no-plot", "--out", str(out), "--record", str(out / "a.mp4"))
+    assert p.returncode == 0, p.stderr
+    assert (out / "a.mp4").stat().st_size > 10_000 and (out / "talk.jsonl").exists()
+
+
+def test_a_manifest_file_as_model_points_to_its_export_directory(tmp_path):
+    from merstream.models import DEFAULT_EXPORT_DIR
+
+    p = run("file", str(DATA / "talk" / "talk.mp4"), "--model", str(DEFAULT_EXPORT_DIR / "manifest.json"), "--out", str(tmp_path))
+    assert_one_line_error(p, "is an export's manifest: pass the export directory")
+
+
+def test_a_folder_scan_includes_mpeg_ts(tmp_path):
+    from merstream.batch import expand_inputs
+
+    ffmpeg("-i", str(DATA / "talk" / "talk.mp4"), "-c", "copy", "-f", "mpegts", str(tmp_path / "clip.ts"))
+    assert [p.name for p in expand_inputs([str(tmp_path)])] == ["clip.ts"]
