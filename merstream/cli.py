@@ -90,6 +90,9 @@ def file_cmd(
     stream = StreamConfig(
         window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop
     )
+    if stream.hop > stream.window:
+        note(f"--hop {stream.hop:g} s is longer than --window {stream.window:g} s: only {stream.window / stream.hop:.1%} "
+             f"of the media is scored (the rest falls between windows)")
     transcriber = None if no_asr or "L" not in scorer.modalities else Transcriber(asr_model)
     with Progress(
         TextColumn("[bold]{task.description}[/]"), BarColumn(), TextColumn("{task.fields[info]}"),

@@ -99,7 +99,7 @@ class OnnxScorer(Scorer):
                  batch_size: int = 32, threads: int | None = None):
         # the manifest is checked now, each other file against its sha256 when its session is made: the
         # head and the frame / audio towers at once, the text graphs and the tokenizer when first used
-        # (a run without ASR or new labels never needs them: 2 x 13 MB for the small model)
+        # (a run without ASR or new labels never needs them: half of the small model's export)
         self.manifest: Manifest = read_manifest(export_dir, verify=False)
         m = self.manifest
         self.cfg = m.config

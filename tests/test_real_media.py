@@ -459,3 +459,9 @@ def test_a_folder_scan_includes_mpeg_ts(tmp_path):
 
     ffmpeg("-i", str(DATA / "talk" / "talk.mp4"), "-c", "copy", "-f", "mpegts", str(tmp_path / "clip.ts"))
     assert [p.name for p in expand_inputs([str(tmp_path)])] == ["clip.ts"]
+
+
+def test_a_hop_longer_than_the_window_is_noted(tmp_path):
+    p = run("file", str(TALK6), "--no-asr", "--no-plot", "--window", "0.1", "--hop", "30", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "note: --hop 30 s is longer than --window 0.1 s: only 0.3% of the media is scored" in p.stderr
