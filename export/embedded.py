@@ -15,7 +15,6 @@ from pathlib import Path
 from merstream.errors import MerstreamError
 from merstream.model_card import card_for_checkpoint
 from merstream.models import DEFAULT_MODEL_DIR
-from merstream.onnx_manifest import sha256_file
 
 from .onnx_export import ExportResult, export_model
 
@@ -25,10 +24,8 @@ def export_embedded(model_dir: Path = DEFAULT_MODEL_DIR, on_step=None) -> Export
 
     model_dir = Path(model_dir)
     model = load_checkpoint(model_dir)
-    weights = model_dir / "model.safetensors"
-    digest = sha256_file(weights)
-    return export_model(model, model_dir / "onnx", precision="fp32", check=True, source=f"{model_dir.name}/{weights.name}",
-                        weights_sha256=digest, card=card_for_checkpoint(model_dir, digest).to_json(), on_step=on_step)
+    return export_model(model, model_dir / "onnx", precision="fp32", check=True, source=f"{model_dir.name}/model.safetensors",
+                        card=card_for_checkpoint(model_dir).to_json(), on_step=on_step)
 
 
 def main(argv: list[str] | None = None) -> int:

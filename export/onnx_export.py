@@ -207,7 +207,6 @@ def export_model(
     graphs: list[str] | None = None,
     reference: ReferenceSet | None = None,
     source: str = "",
-    weights_sha256: str | None = None,
     card: dict | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ExportResult:
@@ -232,11 +231,11 @@ def export_model(
         names = [g for g in names if g in graphs]
     out = Path(out).expanduser()
     if precision == "fp32":
-        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, (source, weights_sha256, card), step, t0,
+        return _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, card, step, t0,
                             compact=True)
 
     with tempfile.TemporaryDirectory(prefix="merstream-fp32-") as tmp:
-        base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, (source, weights_sha256, card), step, t0)
+        base = _export_fp32(model, Path(tmp), mode, opset, check, tol, labels, names, reference, source, card, step, t0)
         prepare_dir(out)
         manifest = read_manifest(tmp)
         files = []
@@ -251,7 +250,7 @@ def export_model(
             files.append(GraphFile(g.name, g.file, time.perf_counter() - t, dst.stat().st_size))
         for f in [*manifest.label_files.values(), *([manifest.tokenizer] if manifest.tokenizer else [])]:
             shutil.copyfile(Path(tmp) / f, out / f)
-    data = _manifest_data(model, mode, precision, opset, labels, names, (source, weights_sha256, card), base.parity)
+    data = _manifest_data(model, mode, precision, opset, labels, names, source, card, base.parity)
     for name, spec in data["graphs"].items():
         spec["precision"] = precision if name in TOWERS else "fp32"
     result = ExportResult(out, precision, opset, files, base.parity, notes=list(base.notes))
@@ -266,7 +265,7 @@ def export_model(
     return result
 
 
-def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, step, t0,
+def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, source, card, step, t0,
                  compact: bool = False) -> ExportResult:
     """The fp32 graphs; ``compact``: fp16-exact weights stored as fp16 (not for the base of an int8
     or fp16 conversion, which looks for float32 weights)."""
@@ -282,7 +281,7 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
             store_fp16_exact(out / f"{name}.onnx")
         files.append(GraphFile(name, f"{name}.onnx", time.perf_counter() - t, (out / f"{name}.onnx").stat().st_size))
     step("embedding the labels")
-    data = _manifest_data(model, mode, "fp32", opset, labels, names, source, None)
+    data = _manifest_data(model, mode, "fp32", opset, labels, names, source, card, None)
     if data.get("tokenizer"):
         write_tokenizer(out / data["tokenizer"])
     with torch.no_grad():
@@ -305,12 +304,10 @@ def _export_fp32(model, out, mode, opset, check, tol, labels, names, reference, 
     return result
 
 
-def _manifest_data(model, mode, precision, opset, labels, names, source: tuple, parity) -> dict:
-    """The manifest's entries; ``source`` is (where the weights came from, their sha256 or None,
-    the model card or None)."""
+def _manifest_data(model, mode, precision, opset, labels, names, source: str, card: dict | None, parity) -> dict:
+    """The manifest's entries; ``card``: the model card (name, weights sha256, licence) or None."""
     import onnxruntime
 
-    source, weights_sha256, card = source
     cfg = model.cfg.to_dict()
     cfg["labels"] = list(labels) if (model.use_le or mode == "zero-shot") else list(model.cfg.labels)
     graphs = {}
@@ -328,7 +325,7 @@ def _manifest_data(model, mode, precision, opset, labels, names, source: tuple, 
         "use_le": bool(model.use_le) if mode == "mer-clip" else False, "n_ctx": model.cfg.n_ctx,
         "graphs": graphs, "label_files": label_files,
         "tokenizer": TOKENIZER_FILE if any(n in ("text", "label_encoder") for n in names) else None,
-        "source": source, "weights_sha256": weights_sha256, "model_card": card, "exporter": "torch.onnx (TorchScript, dynamo=False)",
+        "source": source, "weights_sha256": (card or {}).get("weights_sha256"), "model_card": card, "exporter": "torch.onnx (TorchScript, dynamo=False)",
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

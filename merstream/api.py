@@ -59,6 +59,6 @@ def score_file(
         asr = False
     probe(path, audio_track)
     scorer = resolve_scorer(model, [x.strip() for x in labels] if labels else None, backend=backend, on_note=note)
-    stream = StreamConfig(window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop)
+    stream = StreamConfig.for_model(scorer.cfg, window, hop)
     transcriber = Transcriber() if asr and "L" in scorer.modalities else None
     return run(path, scorer, transcriber, stream, Path(out_dir), plot=plot, on_note=note, audio_track=audio_track)

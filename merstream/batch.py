@@ -99,8 +99,7 @@ def _load(opts: BatchOptions):
 
             torch.set_num_threads(max(1, opts.threads))
         transcriber = None if opts.no_asr or "L" not in scorer.modalities else Transcriber(opts.asr_model, threads=opts.threads)
-        stream = StreamConfig(window=scorer.cfg.window if opts.window is None else opts.window,
-                              hop=scorer.cfg.hop if opts.hop is None else opts.hop)
+        stream = StreamConfig.for_model(scorer.cfg, opts.window, opts.hop)
         _state.update(scorer=scorer, transcriber=transcriber, stream=stream)
     return _state["scorer"], _state["transcriber"], _state["stream"]
 

@@ -87,9 +87,7 @@ def file_cmd(
     scorer = resolve_scorer(model, parse_labels(labels), clip, clip_weights, backend, on_note=note)
     if scorer.notice:
         note(scorer.notice)
-    stream = StreamConfig(
-        window=scorer.cfg.window if window is None else window, hop=scorer.cfg.hop if hop is None else hop
-    )
+    stream = StreamConfig.for_model(scorer.cfg, window, hop)
     if stream.hop > stream.window:
         note(f"--hop {stream.hop:g} s is longer than --window {stream.window:g} s: only {stream.window / stream.hop:.1%} "
              f"of the media is scored (the rest falls between windows)")

@@ -42,16 +42,15 @@ def export_cmd(
         if reference is not None:
             status.update(f"reading reference media {reference}...")
             ref = reference_from_media(reference, r.model.image_size, r.model.cfg.audio, face_crop=r.model.cfg.face_crop)
-        digest, card = None, None
+        card = None
         if r.kind in ("checkpoint", "default"):
             from .model_card import card_for_checkpoint
 
-            digest = _weights_sha256(r.source)
-            card = card_for_checkpoint(Path(r.source), digest).to_json()
+            card = card_for_checkpoint(Path(r.source)).to_json()
         result = export_model(
             r.model, out, mode="zero-shot" if r.kind == "zero-shot" else "mer-clip", precision=precision, opset=opset,
             check=check, tol=tol, labels=label_list, reference=ref, source=r.source,
-            weights_sha256=digest, card=card,
+            card=card,
             on_step=lambda msg: status.update(msg + "..."),
         )
     table = Table(title=f"{result.directory}: {result.precision}, opset {result.opset}")
@@ -81,13 +80,6 @@ def export_cmd(
         f"exported in {result.seconds:.1f} s; manifest: {result.directory / 'manifest.json'}  "
         f"(score with: merstream file VIDEO --model {result.directory})", soft_wrap=True,
     )
-
-
-def _weights_sha256(checkpoint: str) -> str:
-    from .checkpoint_files import weights_file
-    from .onnx_manifest import sha256_file
-
-    return sha256_file(weights_file(Path(checkpoint)))
 
 
 @app.command("doctor")

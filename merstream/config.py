@@ -161,6 +161,11 @@ class StreamConfig:
     hop: float = 1.0  # seconds between window starts
     text_left_context: float = 0.0  # seconds of earlier words added to a window's transcript
 
+    @classmethod
+    def for_model(cls, cfg: "ModelConfig", window: float | None = None, hop: float | None = None) -> "StreamConfig":
+        """``window`` / ``hop`` as given, else the model's defaults."""
+        return cls(window=cfg.window if window is None else window, hop=cfg.hop if hop is None else hop)
+
     def __post_init__(self) -> None:
         for name, v in (("--window", self.window), ("--hop", self.hop)):
             if not MIN_WINDOW_SECONDS <= v <= MAX_WINDOW_SECONDS:  # NaN fails too

@@ -51,7 +51,7 @@ def cached_export(checkpoint: Path, on_note: Callable[[str], None] | None = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        export_model(model, tmp / "export", precision="fp32", check=True, source=str(checkpoint), weights_sha256=weights_sha256,
+        export_model(model, tmp / "export", precision="fp32", check=True, source=str(checkpoint),
                      card=card_for_checkpoint(checkpoint, weights_sha256).to_json())
         try:
             (tmp / "export").rename(target)  # atomic: a concurrent run may have won the race

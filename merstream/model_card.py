@@ -25,9 +25,15 @@ class ModelCard:
         return {"merstream_version": __version__, **asdict(self)}
 
 
-def card_for_checkpoint(checkpoint: Path, weights_sha256: str | None) -> ModelCard:
-    """The card of a checkpoint directory or .safetensors file, from the build report beside it."""
+def card_for_checkpoint(checkpoint: Path, weights_sha256: str | None = None) -> ModelCard:
+    """The card of a checkpoint directory or .safetensors file, from the build report beside it
+    (``weights_sha256`` is computed when not given)."""
     checkpoint = Path(checkpoint)
+    if weights_sha256 is None:
+        from .checkpoint_files import weights_file
+        from .onnx_manifest import sha256_file
+
+        weights_sha256 = sha256_file(weights_file(checkpoint))
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
     try:

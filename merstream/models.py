@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL_NAME = "merstream-small"
 DEFAULT_MODEL_DIR = ASSETS / DEFAULT_MODEL_NAME
-DEFAULT_EXPORT_DIR = DEFAULT_MODEL_DIR / "onnx"  # made by `python -m export.default_model`
+DEFAULT_EXPORT_DIR = DEFAULT_MODEL_DIR / "onnx"  # made by `python -m export.embedded`
 
 
 def default_model_path() -> Path | None:
@@ -126,11 +126,9 @@ def resolve_scorer(
     scorer = ZeroShotScorer(r.model, labels) if r.kind == "zero-shot" else TorchScorer(r.model, labels)
     scorer.notice = r.notice
     if r.kind in ("checkpoint", "default"):
-        from .checkpoint_files import weights_file
         from .model_card import card_for_checkpoint
-        from .onnx_manifest import sha256_file
 
-        scorer.card = card_for_checkpoint(Path(r.source), sha256_file(weights_file(Path(r.source)))).to_json()
+        scorer.card = card_for_checkpoint(Path(r.source)).to_json()
     else:
         from .model_card import ModelCard
 

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 from .atomic import replaced_whole
@@ -159,11 +160,16 @@ def plot_timeline(results: list[WindowResult], labels: list[str], path: Path, ti
 def _has_glyphs(text: str) -> bool:
     """Whether matplotlib's default font draws every character of ``text`` (CJK and emoji labels
     would be boxes and a "Glyph missing" warning each; the legend then names them by number)."""
+    font = _default_font()
+    return all(c.isspace() or font.get_char_index(ord(c)) for c in text)
+
+
+@lru_cache(maxsize=1)
+def _default_font():
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
-    font = FT2Font(font_manager.findfont(font_manager.FontProperties()))
-    return all(c.isspace() or font.get_char_index(ord(c)) for c in text)
+    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
 
 
 def summary(results: list[WindowResult]) -> list[tuple[str, int, float]]:
