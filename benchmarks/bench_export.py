@@ -59,7 +59,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = MerClip(ModelConfig(clip="ViT-B-32", fusion_order=["V"])).eval()
     frames_per_window = model.cfg.num_frames  # 12
-    ref = reference_from_media(args.video, model.image_size, model.cfg.audio, windows=args.windows, frames_per_window=frames_per_window)
+    ref = reference_from_media(args.video, model.image_size, model.audio_front_end(), windows=args.windows, frames_per_window=frames_per_window)
     frames = ref.frames[ref.window_frames(0)]
     print(f"input: {len(frames)} real frames {tuple(frames.shape[1:])} from {Path(args.video).name}")
 

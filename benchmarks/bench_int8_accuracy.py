@@ -83,7 +83,6 @@ def main() -> int:
     import torch
 
     from export import export_model
-    from merstream.model.spectrogram import LogMelImage
     from merstream.models import resolve_model
     from merstream.onnx_scorer import OnnxScorer
     from merstream.torch_scorer import TorchScorer
@@ -111,7 +110,7 @@ def main() -> int:
         a, b = (one_modality_scores(s, "V", s.encode_frames(x)) for s in (fp32, int8))
         results.append(compare("V FER2013 validation faces", a, b, fp32.predict(a), int8.predict(b), y_of(faces)))
 
-        mel = LogMelImage(model.cfg.audio)
+        mel = model.audio_front_end()
         speech = split_of(sets["ravdess"], "test") + split_of(sets["emodb"], "test")
         per_clip = {"fp32": [], "int8": []}
         for spec in D.speech_inputs(speech, D.load_waveforms(speech), mel, model.cfg.audio):

@@ -25,7 +25,7 @@ class VisionGraph(nn.Module):
 
 
 class AudioGraph(nn.Module):
-    """log-Mel images [N, 3, S, S] -> [N, D]"""
+    """audio front-end outputs [N, *item] (log-Mel images or Whisper encoder states) -> [N, D]"""
 
     def __init__(self, model: MerClip):
         super().__init__()

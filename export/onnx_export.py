@@ -84,8 +84,11 @@ def graph_specs(model: MerClip, name: str, mode: str) -> tuple[list[dict], list[
     """(input specs, output specs) of one graph; axis names mark the dynamic axes."""
     s, c, d = model.image_size, model.context_length, model.embed_dim
     emb = [_spec("embeddings", ["batch", d], "float32")]
-    if name in ("vision", "audio"):
-        return [_spec("frames" if name == "vision" else "spectrograms", ["batch", 3, s, s], "float32")], emb
+    if name == "vision":
+        return [_spec("frames", ["batch", 3, s, s], "float32")], emb
+    if name == "audio":  # the model's audio front end says what its tower takes
+        front = model.audio_front_end()
+        return [_spec(front.input_name, ["batch", *front.item_shape], "float32")], emb
     if name == "text":  # transcripts are trimmed after their EOS: the token axis is dynamic
         return [_spec("tokens", ["batch", "tokens"], "int64")], emb
     if name == "label_encoder":
@@ -104,8 +107,11 @@ def graph_specs(model: MerClip, name: str, mode: str) -> tuple[list[dict], list[
 def graph_module(model: MerClip, name: str, mode: str, labels: list[str]) -> tuple[torch.nn.Module, tuple]:
     """The torch module traced for one graph and its example inputs (batch EXAMPLE_BATCH)."""
     s, d = model.image_size, model.embed_dim
-    if name in ("vision", "audio"):
-        return (VisionGraph(model) if name == "vision" else AudioGraph(model)), (torch.randn(EXAMPLE_BATCH, 3, s, s),)
+    if name == "vision":
+        return VisionGraph(model), (torch.randn(EXAMPLE_BATCH, 3, s, s),)
+    if name == "audio":
+        example = model.audio_front_end().example(EXAMPLE_BATCH, np.random.default_rng(0))
+        return AudioGraph(model), (torch.from_numpy(example),)
     two = labels[:2] if len(labels) >= 2 else labels * 2  # >= 2 rows, so no axis is specialised to 1
     if name == "text":
         tokens = model.tokenize(["an example transcript", "another one"])
@@ -411,7 +417,7 @@ def _compare(model, mode, out, reference, providers=None) -> PrecisionReport:
     from .reference import random_reference
 
     onnx = _onnx_scorer(out, providers)
-    ref = reference or random_reference(model.image_size, onnx.audio_cfg)
+    ref = reference or random_reference(model.image_size, onnx.audio_front_end if "A" in onnx.modalities else None)
     return compare_scores(_torch_scorer(model, mode, onnx.labels), onnx, ref)
 
 

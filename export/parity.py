@@ -70,7 +70,7 @@ class ParityReport:
 @dataclass
 class ParityInputs:
     frames: np.ndarray  # [5, 3, S, S]
-    spectrograms: np.ndarray  # [5, 3, S, S]
+    spectrograms: np.ndarray | None  # [5, *item]: audio front-end outputs (None: no audio tower)
     texts: list[str]  # 5
     pooled: dict[str, np.ndarray]  # [5, D] per modality
     present: dict[str, np.ndarray]  # [5] per modality, mixed patterns
@@ -83,7 +83,7 @@ def parity_inputs(model, reference: ReferenceSet | None = None, seed: int = 0) -
     rng = np.random.default_rng(seed)
     mods = model.cfg.modalities
     frames = rng.standard_normal((n, 3, s, s)).astype(np.float32)
-    spectrograms = np.clip(rng.standard_normal((n, 3, s, s)), -3, 3).astype(np.float32)
+    spectrograms = model.audio_front_end().example(n, rng) if "A" in model.cfg.modalities else None
     pooled = {m: rng.standard_normal((n, d)).astype(np.float32) for m in mods}
     present = {m: np.ones(n, dtype=np.float32) for m in mods}
     for i, m in enumerate(mods):  # rows 1..: one modality missing in turn, last row only the first
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
         onnx = OnnxScorer(args.export_dir, providers=["cpu"])
         model = resolve_model(args.model).model
-        ref = reference_from_media(args.reference, model.image_size, model.cfg.audio, face_crop=model.cfg.face_crop) if args.reference else None
+        ref = reference_from_media(args.reference, model.image_size, model.audio_front_end(), face_crop=model.cfg.face_crop) if args.reference else None
         torch_s = TorchScorer(model, onnx.labels)
         if onnx.precision == "fp32":
             rep = check_parity(torch_s, onnx, parity_inputs(model, ref), args.tol)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .reference import random_reference
 
-            print("\n".join(compare_scores(torch_s, onnx, ref or random_reference(model.image_size, model.cfg.audio)).lines()))
+            print("\n".join(compare_scores(torch_s, onnx, ref or random_reference(model.image_size, model.audio_front_end())).lines()))
     except MerstreamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Reference inputs for checking an export: real frames and audio from a media file, or noise.
 
 A reference set is ``W`` windows, each with ``F`` frames (pooled by mean, as the engine does), one
-2 s audio segment as a log-Mel image and one short sentence standing in for its transcript.
+2 s audio segment through the model's audio front end (a log-Mel image, Whisper encoder states) and one short sentence standing in for its transcript.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ReferenceSet:
     source: str  # a media path, or "random"
     frames: np.ndarray | None  # [W * F, 3, S, S] normalised frames (None: no video)
     frames_per_window: int
-    spectrograms: np.ndarray | None  # [W, 3, S, S] log-Mel images (None: no audio)
+    spectrograms: np.ndarray | None  # [W, *item] audio front-end outputs (None: no audio)
     texts: list[str]  # [W]
 
     @property
@@ -43,15 +43,27 @@ class ReferenceSet:
         return slice(w * f, (w + 1) * f)
 
 
+def front_end_of(audio):
+    """``audio``: a model's audio front end, or an AudioConfig (log-Mel images); None: no audio."""
+    if audio is None or not isinstance(audio, AudioConfig):
+        return audio
+    from merstream.model.frontends import LogMelFrontEnd
+
+    return LogMelFrontEnd(audio)
+
+
 def reference_from_media(
-    path: str | Path, image_size: int, audio_cfg: AudioConfig, windows: int = 8, frames_per_window: int = 3,
+    path: str | Path, image_size: int, audio, windows: int = 8, frames_per_window: int = 3,
     face_crop: bool = False,
 ) -> ReferenceSet:
     """Real frames and audio from ``path``: ``windows`` equal windows over the whole file (frames
-    face-cropped as the runtime does for ``face_crop`` models)."""
+    face-cropped as the runtime does for ``face_crop`` models). ``audio``: the model's audio front end
+    (``MerClip.audio_front_end()``) or an AudioConfig for log-Mel images."""
     from merstream.media import iter_frames, probe, read_audio
-    from merstream.model.spectrogram import LogMelImage
     from merstream.preprocess import FramePrep
+
+    front = front_end_of(audio)
+    audio_cfg = front.audio if front is not None else AudioConfig()
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -74,12 +86,12 @@ def reference_from_media(
         prep = FramePrep(image_size, face_crop)
         frames = prep.to_input([prep.keep(p) for p in picked])
     spectrograms = None
-    audio = read_audio(path, audio_cfg.sample_rate) if info.has_audio else None
+    audio = read_audio(path, audio_cfg.sample_rate) if info.has_audio and front is not None else None
     if audio is not None and len(audio):
         n = int(round(audio_cfg.segment_seconds * audio_cfg.sample_rate))
         starts = [int(w * step * audio_cfg.sample_rate) for w in range(windows)]
         segs = np.stack([np.pad(audio[s : s + n], (0, max(0, n - len(audio[s : s + n])))) for s in starts])
-        spectrograms = LogMelImage(audio_cfg)(segs)
+        spectrograms = front(segs)
     if frames is None and spectrograms is None:
         raise MerstreamError(f"reference media {path} has neither video nor audio")
     texts = [REFERENCE_TEXTS[w % len(REFERENCE_TEXTS)] for w in range(windows)]
@@ -87,14 +99,16 @@ def reference_from_media(
 
 
 def random_reference(
-    image_size: int, audio_cfg: AudioConfig, windows: int = 8, frames_per_window: int = 3, seed: int = 0
+    image_size: int, audio, windows: int = 8, frames_per_window: int = 3, seed: int = 0
 ) -> ReferenceSet:
-    """Noise frames (normal, as normalised images are) and noise audio through the log-Mel path."""
-    from merstream.model.spectrogram import LogMelImage
-
+    """Noise frames (normal, as normalised images are) and noise audio through the model's audio
+    front end (``audio``: the front end, an AudioConfig for log-Mel images, or None)."""
     rng = np.random.default_rng(seed)
     frames = rng.standard_normal((windows * frames_per_window, 3, image_size, image_size)).astype(np.float32)
-    n = int(round(audio_cfg.segment_seconds * audio_cfg.sample_rate))
-    audio = (0.05 * rng.standard_normal((windows, n))).astype(np.float32)
+    front = front_end_of(audio)
+    spectrograms = None
+    if front is not None:
+        audio_noise = (0.05 * rng.standard_normal((windows, front.segment_samples))).astype(np.float32)
+        spectrograms = front(audio_noise)
     texts = [REFERENCE_TEXTS[w % len(REFERENCE_TEXTS)] for w in range(windows)]
-    return ReferenceSet("random", frames, frames_per_window, LogMelImage(audio_cfg)(audio), texts)
+    return ReferenceSet("random", frames, frames_per_window, spectrograms, texts)

@@ -41,7 +41,7 @@ def export_cmd(
         ref = None
         if reference is not None:
             status.update(f"reading reference media {reference}...")
-            ref = reference_from_media(reference, r.model.image_size, r.model.cfg.audio, face_crop=r.model.cfg.face_crop)
+            ref = reference_from_media(reference, r.model.image_size, r.model.audio_front_end(), face_crop=r.model.cfg.face_crop)
         card = None
         if r.kind in ("checkpoint", "default"):
             from .model_card import card_for_checkpoint

@@ -58,6 +58,37 @@ class AudioConfig:
             raise MerstreamError("config: audio.speaker_prior_columns must be >= 0")
 
 
+AUDIO_TOWER_TYPES = ("clip", "whisper")
+
+
+@dataclass
+class AudioTowerConfig:
+    """Which tower hears the 2 s audio segments (open_clip style: one JSON block per tower).
+
+    ``clip``: the CLIP image tower of ``ModelConfig.clip`` on log-Mel images (``AudioConfig``), as in
+    the MER-CLIP paper. ``whisper``: the frozen encoder of a CTranslate2 Whisper model shipped in the
+    Python package ``package`` (checked against ``sha256``), whose frame states a small trained head
+    pools and projects (``merstream.model.frontends.WhisperFrontEnd``, ``towers.WhisperStatesHead``).
+    """
+
+    type: str = "clip"
+    package: str | None = None  # whisper: the installed package that ships the model (its model/ directory)
+    sha256: str | None = None  # whisper: sha256 of that package's model.bin
+    width: int = 384  # whisper: encoder width (tiny: 384)
+    hidden: int = 512  # whisper: hidden width of the head's MLP
+    dropout: float = 0.1  # whisper: dropout in the head (training only)
+
+    def __post_init__(self) -> None:
+        if self.type not in AUDIO_TOWER_TYPES:
+            raise MerstreamError(f"config: audio_tower.type must be one of {AUDIO_TOWER_TYPES}, got {self.type!r}")
+        if self.type == "whisper" and not (self.package and self.sha256):
+            raise MerstreamError("config: a whisper audio_tower needs its package and the sha256 of its model.bin")
+        for name in ("width", "hidden"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v > 0):
+                raise MerstreamError(f"config: audio_tower.{name} must be a positive integer, got {v!r}")
+
+
 @dataclass
 class ModelConfig:
     clip: Any = "ViT-B-32"  # open_clip model name, or a full open_clip model config dict
@@ -78,13 +109,16 @@ class ModelConfig:
     hop: float = 1.0  # default hop (s) between window starts
     face_crop: bool = False  # frames: the largest face, grey (FER-style), instead of the whole frame
     audio: AudioConfig = field(default_factory=AudioConfig)
+    audio_tower: AudioTowerConfig = field(default_factory=AudioTowerConfig)  # default: today's CLIP tower
 
     def __post_init__(self) -> None:
-        if isinstance(self.audio, dict):
-            unknown = sorted(set(self.audio) - {f.name for f in dataclasses.fields(AudioConfig)})
-            if unknown:
-                raise MerstreamError(f"config: unknown keys in audio: {unknown}")
-            self.audio = AudioConfig(**self.audio)
+        for name, kind in (("audio", AudioConfig), ("audio_tower", AudioTowerConfig)):
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                unknown = sorted(set(v) - {f.name for f in dataclasses.fields(kind)})
+                if unknown:
+                    raise MerstreamError(f"config: unknown keys in {name}: {unknown}")
+                setattr(self, name, kind(**v))
         self.fusion_order = [m.upper() for m in self.fusion_order]
         if self.task not in TASKS:
             raise MerstreamError(f"config: task must be one of {TASKS}, got {self.task!r}")

@@ -7,7 +7,9 @@ recorded sha256 sums. Layout of an export directory::
     manifest.json        format, model config, labels, threshold, task, precision, opset, graphs,
                          sha256 of every other file
     vision.onnx          frames [N, 3, S, S] float32 -> [N, D]             (modality V)
-    audio.onnx           log-Mel images [N, 3, S, S] float32 -> [N, D]     (modality A)
+    audio.onnx           audio front-end outputs [N, *item] -> [N, D]       (modality A: log-Mel images
+                         [N, 3, S, S], or Whisper encoder states [N, 100, 384] whose encoder, from
+                         the package the config names, is checked by its sha256 in the config)
     text.onnx            token ids [N, C] int64 -> [N, D]                  (modality L; zero-shot labels)
     label_encoder.onnx   label prompt token ids [K, C] int64 -> [K, D]     (learned context baked in)
     head.onnx            x_<m> [B, D], present [B, M], label_emb [K, D] -> probs [B, K]

@@ -4,7 +4,7 @@ merstream.torch_scorer.
 Inputs and outputs are numpy arrays so backends are interchangeable:
 
     encode_frames([N, 3, S, S] float32)  -> [N, D]
-    encode_audio([N, 3, S, S] float32)   -> [N, D]
+    encode_audio([N, *item] float32)     -> [N, D]  (item: ``audio_front_end.item_shape``)
     encode_text([N, C] int64 token ids)  -> [N, D]
     score({m: [B, D]}, {m: [B]})         -> [B, K] probabilities for the current labels
 """
@@ -50,6 +50,13 @@ class Scorer:
     @property
     def audio_cfg(self) -> AudioConfig:
         return self.cfg.audio
+
+    @property
+    def audio_front_end(self):
+        """The model's audio front end: raw 2 s segments -> what ``encode_audio`` takes."""
+        from .model.frontends import audio_front_end
+
+        return audio_front_end(self.cfg)
 
     trim_tokens = True  # the text encoder accepts sequences shorter than context_length
 

@@ -8,7 +8,6 @@ import torch
 
 from conftest import DATA
 from merstream.model import load_checkpoint
-from merstream.model.spectrogram import LogMelImage
 from merstream.models import DEFAULT_MODEL_DIR
 from training import data as D
 from training.manifest import split_of
@@ -28,7 +27,7 @@ def test_default_model_names_emotions_of_unseen_faces_and_voices():
         pv = torch.cat([model.probabilities(model(frames=x[i : i + 128, None])) for i in range(0, len(x), 128)]).numpy()
     speech = split_of(sets["emodb"], "test")
     ya = np.array([labels.index(s.labels[0]) for s in speech])
-    mel = LogMelImage(model.cfg.audio)
+    mel = model.audio_front_end()
     with torch.no_grad():
         pa = torch.cat([model.probabilities(model(spectrograms=x[None]))
                         for x in D.speech_inputs(speech, D.load_waveforms(speech), mel, model.cfg.audio)]).numpy()

@@ -347,7 +347,7 @@ def test_speaker_normalisation_is_applied_once_per_segment_batched_streamed_or_n
     for x, y, z in zip(a, b, c):
         assert np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-5)
         assert np.allclose(list(x.scores.values()), list(z.scores.values()), atol=1e-5)
-    mel = batched.melimage
+    mel = batched.audio_front
     starts = [int(round(r.start * 16000)) for r in a]  # each window's one 2 s segment (to the audio's end)
     voiced = sum(len(voiced_columns(mel(audio[s: s + 32000]))) for s in starts)
     for e in (batched, streamed, naive):

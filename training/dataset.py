@@ -14,7 +14,6 @@ from torch.utils.data import Dataset
 from merstream.config import ModelConfig
 from merstream.errors import MerstreamError
 from merstream.model.prompts import text_tokens
-from merstream.model.spectrogram import LogMelImage
 from merstream.preprocess import FramePrep
 
 from . import data as D
@@ -47,7 +46,9 @@ class ManifestDataset(Dataset):
         self.size = image_size
         self.context_length = context_length
         self.max_segments = max_segments
-        self.mel = LogMelImage(cfg.audio)
+        from merstream.model.frontends import audio_front_end
+
+        self.mel = audio_front_end(cfg)  # log-Mel images or Whisper encoder states per 2 s segment
         self.mods = set(cfg.modalities)
         self.targets = [target_vector(s, self.labels) for s in samples]
         self._cache: dict[int, dict] = {}

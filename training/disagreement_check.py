@@ -21,7 +21,6 @@ import torch
 
 from merstream.errors import MerstreamError
 from merstream.model import load_checkpoint
-from merstream.model.spectrogram import LogMelImage
 from merstream.models import DEFAULT_MODEL_DIR
 
 from . import data as D
@@ -48,7 +47,7 @@ def check(model, data: Path, faces_per_label: int = 1, seed: int = 0) -> Disagre
     speech = split_of(sets["ravdess"], "val") + split_of(sets["emodb"], "val")
     fer = split_of(sets["fer2013"], "val")
     waves = D.load_waveforms(speech)
-    mel = LogMelImage(model.cfg.audio)
+    mel = model.audio_front_end()
     spec = torch.cat([x[:1] for x in D.speech_inputs(speech, waves, mel, model.cfg.audio)])
     faces = D.faces_to_input(D.load_faces(fer), model.image_size)
     rng = np.random.default_rng(seed)

@@ -29,7 +29,6 @@ from rich.progress import track
 
 from merstream.errors import MerstreamError
 from merstream.model import load_checkpoint
-from merstream.model.spectrogram import LogMelImage
 from merstream.models import DEFAULT_MODEL_DIR
 
 from . import data as D
@@ -53,7 +52,7 @@ class ProbeResult:
 
 @torch.no_grad()
 def tower_embeddings(model, samples: list[Sample], waves: list[np.ndarray]) -> np.ndarray:
-    mel = LogMelImage(model.cfg.audio)
+    mel = model.audio_front_end()
     images = D.speech_inputs(samples, waves, mel, model.cfg.audio)
     return np.stack([model.audio(x.to(torch.float32)).mean(0).numpy()
                      for x in track(images, description="audio tower", transient=True)])

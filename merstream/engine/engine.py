@@ -29,7 +29,7 @@ import numpy as np
 
 from ..asr import Word
 from ..config import StreamConfig
-from ..model.spectrogram import LogMelImage, SpeakerNorm
+from ..model.spectrogram import SpeakerNorm
 from ..preprocess import FramePrep
 from ..scorer import Scorer
 from .windows import Counters, Window, WindowResult, window_at, window_count, words_in
@@ -64,9 +64,10 @@ class Engine:
         self.sr = scorer.audio_cfg.sample_rate
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
-        self.melimage = LogMelImage(scorer.audio_cfg)
-        # models with speaker normalisation: the stream's voice so far, updated once per segment
-        self.speaker = SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None else None
+        self.audio_front = scorer.audio_front_end if self.use["A"] else None  # segments -> audio tower input
+        # models with speaker normalisation (log-Mel images): the stream's voice so far, updated once per segment
+        self.speaker = (SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None
+                        and scorer.cfg.audio_tower.type == "clip" else None)
         self.speaker_offsets: dict[tuple[float, float], np.ndarray] = {}  # segment -> offset it was given
         self.prep = FramePrep(scorer.image_size, scorer.cfg.face_crop)
         self.counters = Counters()
@@ -359,7 +360,7 @@ class Engine:
         self.counters.segment_cache_hits += self._cache_hits(keys, missing, ahead, uses)
         if not missing:
             return
-        images = self.melimage(np.stack([self._segment_audio(s) for s in missing]))
+        images = self.audio_front(np.stack([self._segment_audio(s) for s in missing]))
         if self.speaker is not None:
             images = self._normalise_speaker(missing, images)
         for s, e in zip(missing, self.scorer.encode_audio(images)):

@@ -18,7 +18,7 @@ from ..config import ZERO_SHOT_TEMPLATES, ModelConfig
 from ..errors import MerstreamError
 from .decoder import CrossModalDecoder
 from .prompts import PromptLabelEncoder, prompt_tokens, text_tokens
-from .towers import TextTower, build_clip, clip_model_config, image_size, vision_tower
+from .towers import TextTower, audio_tower, build_clip, clip_model_config, image_size, vision_tower
 
 
 
@@ -33,12 +33,12 @@ class MerClip(nn.Module):
         self.image_size = image_size(clip_cfg)
         self.context_length = int(clip.positional_embedding.shape[0])
         mods = cfg.modalities
-        if "A" in mods and cfg.audio.image_size != self.image_size:
+        if "A" in mods and cfg.audio_tower.type == "clip" and cfg.audio.image_size != self.image_size:
             arch = repr(cfg.clip) if isinstance(cfg.clip, str) else "configured"
             raise MerstreamError(f"config: audio.image_size is {cfg.audio.image_size} but the {arch} towers take "
                                  f"{self.image_size} px images; set audio.image_size to {self.image_size}")
         self.vision = vision_tower(clip) if "V" in mods else None
-        self.audio = vision_tower(clip) if "A" in mods else None  # initialised from image weights
+        self.audio = audio_tower(cfg, clip, self.embed_dim) if "A" in mods else None
         self.text = TextTower(clip) if "L" in mods else None
         self.use_le = cfg.ablation in ("full", "no_cmd")
         self.use_cmd = cfg.ablation in ("full", "no_le")
@@ -61,8 +61,15 @@ class MerClip(nn.Module):
         return self.vision(images)
 
     def encode_audio(self, spectrograms: torch.Tensor) -> torch.Tensor:
-        """[N, 3, S, S] log-Mel images -> [N, D] class-token embeddings."""
+        """[N, *item] audio front-end outputs (:meth:`audio_front_end`: log-Mel images or Whisper
+        encoder states) -> [N, D] segment embeddings."""
         return self.audio(spectrograms)
+
+    def audio_front_end(self):
+        """What :meth:`encode_audio` takes for raw 2 s segments (``merstream.model.frontends``)."""
+        from .frontends import audio_front_end
+
+        return audio_front_end(self.cfg)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """[N, C] token ids -> [N, D] EOS embeddings."""
@@ -133,7 +140,7 @@ class MerClip(nn.Module):
         self,
         frames: torch.Tensor | None = None,  # [B, T, 3, S, S]
         frame_mask: torch.Tensor | None = None,  # [B, T]
-        spectrograms: torch.Tensor | None = None,  # [B, A, 3, S, S]
+        spectrograms: torch.Tensor | None = None,  # [B, A, *item]: audio front-end outputs per segment
         segment_mask: torch.Tensor | None = None,  # [B, A]
         tokens: torch.Tensor | None = None,  # [B, C]
         present: dict[str, torch.Tensor] | None = None,

@@ -90,3 +90,28 @@ def vision_tower(clip: open_clip.CLIP) -> nn.Module:
 def image_size(clip_cfg: dict) -> int:
     size = clip_cfg["vision_cfg"].get("image_size", 224)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+class WhisperStatesHead(nn.Module):
+    """The trained part of a Whisper audio tower: frozen encoder states [N, T, W] of one segment ->
+    mean and standard deviation over its frames -> LayerNorm -> MLP -> [N, D]. The encoder itself runs
+    outside torch (``frontends.WhisperFrontEnd``), identically in training and serving."""
+
+    def __init__(self, width: int, hidden: int, embed_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * width)
+        self.mlp = nn.Sequential(nn.Linear(2 * width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, embed_dim))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        mean = states.mean(dim=1)
+        std = (states - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+        return self.mlp(self.norm(torch.cat([mean, std], dim=-1)))
+
+
+def audio_tower(cfg, clip: open_clip.CLIP, embed_dim: int) -> nn.Module:
+    """The audio tower ``cfg.audio_tower`` names (a ModelConfig): a copy of the CLIP image tower for
+    log-Mel images, or the head over a frozen Whisper encoder's states."""
+    t = cfg.audio_tower
+    if t.type == "whisper":
+        return WhisperStatesHead(t.width, t.hidden, embed_dim, t.dropout)
+    return vision_tower(clip)  # initialised from image weights (MER-CLIP)

@@ -1,0 +1,236 @@
+"""Audio front ends: what the model's audio tower takes for each 2 s segment, computed without torch.
+
+The model config picks the front end with its audio tower (``ModelConfig.audio_tower.type``), and the
+runtime, the export and training all ask :func:`audio_front_end` for inputs instead of building them:
+
+    clip     [N, 3, S, S] log-Mel images (``spectrogram.LogMelImage``) for a CLIP image tower
+    whisper  [N, T, W] frame states of a frozen CTranslate2 Whisper encoder (T = 100 for 2 s, W = 384
+             for tiny) from the ``model.bin`` an installed package ships, checked by sha256
+
+    front = audio_front_end(cfg)
+    x = front(segments)              # [N, samples] 16 kHz mono -> model input for the audio tower
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..config import AudioConfig, AudioTowerConfig, ModelConfig
+from ..errors import MerstreamError
+from .spectrogram import LogMelImage, level_gain
+
+
+class AudioFrontEnd:
+    """Segments [N, samples] -> the audio tower's input [N, *item_shape] float32."""
+
+    kind = "base"
+    input_name = "audio"  # the name of the exported audio graph's input
+
+    def __init__(self, audio: AudioConfig):
+        self.audio = audio
+        self.segment_samples = int(round(audio.segment_seconds * audio.sample_rate))
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def __call__(self, segments) -> np.ndarray:
+        raise NotImplementedError
+
+    def example(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Random inputs of the right shape and range (export parity checks)."""
+        return np.clip(rng.standard_normal((n, *self.item_shape)), -3, 3).astype(np.float32)
+
+    def _rows(self, segments) -> np.ndarray:
+        """Segments cut or zero-padded to the segment length (levelled when the config says so)."""
+        n = self.segment_samples
+        if isinstance(segments, np.ndarray) and segments.ndim == 1:
+            segments = [segments]
+        rows = []
+        for seg in segments:
+            seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
+            if self.audio.level_db is not None and len(seg):
+                seg = seg * level_gain(seg, self.audio.level_db)
+            rows.append(np.pad(seg, (0, n - len(seg))))
+        return np.stack(rows) if rows else np.zeros((0, n), np.float32)
+
+
+class LogMelFrontEnd(AudioFrontEnd):
+    """Log-Mel images for a CLIP image tower (the MER-CLIP paper's audio input)."""
+
+    kind = "clip"
+    input_name = "spectrograms"
+
+    def __init__(self, audio: AudioConfig):
+        super().__init__(audio)
+        self.image = LogMelImage(audio)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return (3, self.audio.image_size, self.audio.image_size)
+
+    def __call__(self, segments) -> np.ndarray:
+        return self.image(segments)
+
+
+WHISPER_N_MELS = 80  # tiny/base/small/medium; large-v3 has 128
+WHISPER_HOP = 160  # samples per log-Mel frame at 16 kHz; the encoder halves the frame rate
+WHISPER_SAMPLE_RATE = 16000
+
+
+class WhisperFrontEnd(AudioFrontEnd):
+    """Frame states of a frozen Whisper encoder (CTranslate2) for each segment, unpadded: a 2 s segment
+    is 200 log-Mel frames (faster-whisper's numpy feature extractor) and 100 encoder states. The
+    encoder runs in float32 from the package's fp16 ``model.bin`` with the same code in training and
+    serving, so the trained head sees at run time exactly what it learnt from."""
+
+    kind = "whisper"
+    input_name = "encoder_states"
+
+    def __init__(self, audio: AudioConfig, tower: AudioTowerConfig):
+        super().__init__(audio)
+        if audio.sample_rate != WHISPER_SAMPLE_RATE:
+            raise MerstreamError(f"config: a whisper audio tower needs audio.sample_rate {WHISPER_SAMPLE_RATE}, "
+                                 f"got {audio.sample_rate}")
+        self.tower = tower
+        self.frames = self.segment_samples // WHISPER_HOP
+        if self.frames % 2 or self.frames < 2:
+            raise MerstreamError("config: a whisper audio tower needs segments of a whole, even number of "
+                                 f"10 ms frames (audio.segment_seconds {audio.segment_seconds:g})")
+        self.model_dir = whisper_model_dir(tower)  # checked now: a wrong package is an error at load time
+        self._encoder = None
+        self._features = None
+        self._lock = threading.Lock()
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return (self.frames // 2, self.tower.width)
+
+    def log_mel(self, segments) -> np.ndarray:
+        """[N, samples] -> [N, 80, frames] Whisper log-Mel features of each segment on its own."""
+        if self._features is None:
+            from faster_whisper.feature_extractor import FeatureExtractor
+
+            self._features = FeatureExtractor(feature_size=WHISPER_N_MELS)
+        rows = self._rows(segments)
+        return np.stack([self._features(r, padding=0)[:, : self.frames] for r in rows]).astype(np.float32) \
+            if len(rows) else np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
+
+    def encoder(self):
+        if self._encoder is None:
+            import ctranslate2
+
+            threads = int(os.environ.get("MERSTREAM_AUDIO_THREADS", "0")) or min(4, os.cpu_count() or 1)
+            self._encoder = ctranslate2.models.Whisper(str(self.model_dir), device="cpu", compute_type="float32",
+                                                       intra_threads=threads)
+        return self._encoder
+
+    def __call__(self, segments) -> np.ndarray:
+        import ctranslate2
+
+        mel = self.log_mel(segments)
+        if not len(mel):
+            return np.zeros((0, *self.item_shape), np.float32)
+        with self._lock:  # one CTranslate2 encoder per front end; calls from several threads queue here
+            out = self.encoder().encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True)
+        states = np.asarray(out, dtype=np.float32)
+        if states.shape[1:] != self.item_shape:
+            raise MerstreamError(f"the Whisper encoder in {self.model_dir} gave states of shape {states.shape[1:]}, "
+                                 f"the model expects {self.item_shape}")
+        return states
+
+    def example(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return (rng.standard_normal((n, *self.item_shape)) * 0.5).astype(np.float32)
+
+
+def package_dir(package: str) -> Path:
+    """The installed directory of an import package named like its distribution (a-b -> a_b)."""
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MerstreamError(f"the audio tower needs the Python package {package!r}, which is not installed "
+                             f"(pip install {package})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def package_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def whisper_model_dir(tower: AudioTowerConfig) -> Path:
+    """The ``model/`` directory of ``tower.package`` whose ``model.bin`` has ``tower.sha256``."""
+    d = package_dir(tower.package) / "model"
+    path = d / "model.bin"
+    if not path.is_file():
+        raise MerstreamError(f"the package {tower.package!r} has no model/model.bin (reinstall it: "
+                             f"pip install --force-reinstall {tower.package})")
+    digest = file_sha256(path)
+    if digest != tower.sha256:
+        ver = package_version(tower.package)
+        raise MerstreamError(f"{path} of the package {tower.package!r} {ver or ''} is not the Whisper encoder this "
+                             f"model was trained with (sha256 {digest[:12]}..., expected {tower.sha256[:12]}...); "
+                             f"install the version merstream pins: pip install -e . (or the model's own)")
+    return d
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered across runs by path, size and modification time (hashing the
+    75 MB ``model.bin`` takes longer than loading it)."""
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    memo = _memo_file()
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        known = known if isinstance(known, dict) else {}
+        known[key] = digest
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only home: hash again next time
+    return digest
+
+
+def _memo_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "merstream" / "file-sha256.json"
+
+
+AUDIO_FRONT_ENDS = {"clip": lambda cfg: LogMelFrontEnd(cfg.audio), "whisper": lambda cfg: WhisperFrontEnd(cfg.audio, cfg.audio_tower)}
+
+
+def audio_front_end(cfg: ModelConfig) -> AudioFrontEnd:
+    """The front end of ``cfg``'s audio tower (shared per config: the Whisper encoder loads once)."""
+    return _cached_front_end(json.dumps({"audio": cfg.to_dict()["audio"], "tower": cfg.to_dict()["audio_tower"]},
+                                        sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _cached_front_end(key: str) -> AudioFrontEnd:
+    d = json.loads(key)
+    cfg = ModelConfig(audio=d["audio"], audio_tower=d["tower"])
+    return AUDIO_FRONT_ENDS[cfg.audio_tower.type](cfg)
