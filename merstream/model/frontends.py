@@ -4,8 +4,9 @@ The model config picks the front end with its audio tower (``ModelConfig.audio_t
 runtime, the export and training all ask :func:`audio_front_end` for inputs instead of building them:
 
     clip     [N, 3, S, S] log-Mel images (``spectrogram.LogMelImage``) for a CLIP image tower
-    whisper  [N, T, W] frame states of a frozen CTranslate2 Whisper encoder (T = 100 for 2 s, W = 384
-             for tiny) from the ``model.bin`` an installed package ships, checked by sha256
+    whisper  [N, T, W] frame states of the frozen layers of a Whisper encoder (T = 100 for 2 s, W = 384
+             for tiny) whose weights are read from the CTranslate2 ``model.bin`` an installed package
+             ships, checked by sha256
 
     front = audio_front_end(cfg)
     x = front(segments)              # [N, samples] 16 kHz mono -> model input for the audio tower
@@ -87,10 +88,12 @@ WHISPER_SAMPLE_RATE = 16000
 
 
 class WhisperFrontEnd(AudioFrontEnd):
-    """Frame states of a frozen Whisper encoder (CTranslate2) for each segment, unpadded: a 2 s segment
-    is 200 log-Mel frames (faster-whisper's numpy feature extractor) and 100 encoder states. The
-    encoder runs in float32 from the package's fp16 ``model.bin`` with the same code in training and
-    serving, so the trained head sees at run time exactly what it learnt from."""
+    """Frame states of the frozen part of a Whisper encoder for each segment, unpadded: a 2 s segment
+    is 200 log-Mel frames (faster-whisper's numpy feature extractor) and 100 states. The encoder's
+    convolutions and its first ``layers - tuned_layers`` layers (all of them and the final norm when
+    none is tuned) run in onnxruntime, the graph built from the package's ``model.bin`` when the
+    session is created (``whisper_onnx``); the same code gives training its inputs and the runtime
+    its inputs, so the trained layers see at run time exactly what they learnt from."""
 
     kind = "whisper"
     input_name = "encoder_states"
@@ -106,7 +109,7 @@ class WhisperFrontEnd(AudioFrontEnd):
             raise MerstreamError("config: a whisper audio tower needs segments of a whole, even number of "
                                  f"10 ms frames (audio.segment_seconds {audio.segment_seconds:g})")
         self.model_dir = whisper_model_dir(tower)  # checked now: a wrong package is an error at load time
-        self._encoder = None
+        self._session = None
         self._features = None
         self._lock = threading.Lock()
 
@@ -124,28 +127,27 @@ class WhisperFrontEnd(AudioFrontEnd):
         return np.stack([self._features(r, padding=0)[:, : self.frames] for r in rows]).astype(np.float32) \
             if len(rows) else np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
 
-    def encoder(self):
-        if self._encoder is None:
-            import ctranslate2
+    def session(self):
+        """The onnxruntime session of the frozen layers (made on first use: ~0.3 s)."""
+        with self._lock:
+            if self._session is None:
+                from .whisper_bin import encoder_weights
+                from .whisper_onnx import encoder_session
 
-            threads = int(os.environ.get("MERSTREAM_AUDIO_THREADS", "0")) or min(4, os.cpu_count() or 1)
-            self._encoder = ctranslate2.models.Whisper(str(self.model_dir), device="cpu", compute_type="float32",
-                                                       intra_threads=threads)
-        return self._encoder
+                w = encoder_weights(self.model_dir)
+                if w.width != self.tower.width or not 0 <= self.tower.tuned_layers <= w.layers:
+                    raise MerstreamError(f"{self.model_dir}: a Whisper encoder of width {w.width} with {w.layers} layers "
+                                         f"does not fit audio_tower width {self.tower.width}, tuned_layers {self.tower.tuned_layers}")
+                threads = int(os.environ.get("MERSTREAM_AUDIO_THREADS", "0")) or None
+                self._session = encoder_session(w, w.layers - self.tower.tuned_layers, self.tower.tuned_layers == 0,
+                                                self.frames // 2, threads)
+            return self._session
 
     def __call__(self, segments) -> np.ndarray:
-        import ctranslate2
-
         mel = self.log_mel(segments)
         if not len(mel):
             return np.zeros((0, *self.item_shape), np.float32)
-        with self._lock:  # one CTranslate2 encoder per front end; calls from several threads queue here
-            out = self.encoder().encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True)
-        states = np.asarray(out, dtype=np.float32)
-        if states.shape[1:] != self.item_shape:
-            raise MerstreamError(f"the Whisper encoder in {self.model_dir} gave states of shape {states.shape[1:]}, "
-                                 f"the model expects {self.item_shape}")
-        return states
+        return self.session().run(None, {"log_mel": mel})[0]
 
     def example(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return (rng.standard_normal((n, *self.item_shape)) * 0.5).astype(np.float32)

@@ -93,9 +93,8 @@ def image_size(clip_cfg: dict) -> int:
 
 
 class WhisperStatesHead(nn.Module):
-    """The trained part of a Whisper audio tower: frozen encoder states [N, T, W] of one segment ->
-    mean and standard deviation over its frames -> LayerNorm -> MLP -> [N, D]. The encoder itself runs
-    outside torch (``frontends.WhisperFrontEnd``), identically in training and serving."""
+    """Whisper encoder states [N, T, W] of one segment -> mean and standard deviation over its frames
+    -> LayerNorm -> MLP -> [N, D]."""
 
     def __init__(self, width: int, hidden: int, embed_dim: int, dropout: float = 0.1):
         super().__init__()
@@ -108,10 +107,40 @@ class WhisperStatesHead(nn.Module):
         return self.mlp(self.norm(torch.cat([mean, std], dim=-1)))
 
 
+class WhisperTower(nn.Module):
+    """The trained part of a Whisper audio tower: the encoder's last ``tuned_layers`` layers and its
+    final LayerNorm (copied from Whisper by :meth:`init_from_whisper`; derived weights, MIT), then the
+    pooling head. Its input is the frozen layers' states (``frontends.WhisperFrontEnd``)."""
+
+    def __init__(self, tower, embed_dim: int):
+        super().__init__()
+        from .whisper_layers import EncoderLayer
+
+        self.tuned = nn.ModuleList(EncoderLayer(tower.width, max(1, tower.width // 64), 4 * tower.width)
+                                   for _ in range(tower.tuned_layers))
+        self.norm = nn.LayerNorm(tower.width) if tower.tuned_layers else None
+        self.head = WhisperStatesHead(tower.width, tower.hidden, embed_dim, tower.dropout)
+
+    def init_from_whisper(self, weights) -> None:
+        """Copy the encoder's last layers and final norm (``whisper_bin.EncoderWeights``) into the tuned ones."""
+        first = weights.layers - len(self.tuned)
+        for j, layer in enumerate(self.tuned):
+            layer.load(weights, first + j)
+        if self.norm is not None:
+            self.norm.weight.data = torch.from_numpy(weights.arrays["layer_norm/gamma"].copy())
+            self.norm.bias.data = torch.from_numpy(weights.arrays["layer_norm/beta"].copy())
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        for layer in self.tuned:
+            states = layer(states)
+        if self.norm is not None:
+            states = self.norm(states)
+        return self.head(states)
+
+
 def audio_tower(cfg, clip: open_clip.CLIP, embed_dim: int) -> nn.Module:
     """The audio tower ``cfg.audio_tower`` names (a ModelConfig): a copy of the CLIP image tower for
-    log-Mel images, or the head over a frozen Whisper encoder's states."""
-    t = cfg.audio_tower
-    if t.type == "whisper":
-        return WhisperStatesHead(t.width, t.hidden, embed_dim, t.dropout)
+    log-Mel images, or the trained part of a Whisper encoder tower."""
+    if cfg.audio_tower.type == "whisper":
+        return WhisperTower(cfg.audio_tower, embed_dim)
     return vision_tower(clip)  # initialised from image weights (MER-CLIP)
