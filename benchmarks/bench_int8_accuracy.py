@@ -73,7 +73,7 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, la: np.ndarray, lb: np.ndar
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="checkpoint (default: the embedded merstream-small)")
+    ap.add_argument("--model", help="checkpoint (default: the embedded default model)")
     ap.add_argument("--data", default=str(DEFAULT_DATA.resolve()))
     ap.add_argument("--faces", type=int, default=1200, help="FER2013 validation faces to score")
     ap.add_argument("--texts", type=int, default=1000, help="MELD test transcripts to score")

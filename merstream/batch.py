@@ -89,9 +89,13 @@ _state: dict = {}
 def _load(opts: BatchOptions):
     """Per-process model and recogniser, built once."""
     if "scorer" not in _state:
+        import os
+
         from .asr import Transcriber
         from .config import StreamConfig
         from .models import resolve_scorer
+
+        os.environ["MERSTREAM_AUDIO_THREADS"] = str(max(1, opts.threads))  # a Whisper audio tower's frozen layers
 
         scorer = resolve_scorer(opts.model, opts.labels, opts.clip, opts.clip_weights, opts.backend, threads=opts.threads)
         if scorer.name.startswith("torch"):  # onnxruntime takes `threads` itself; torch is imported only for torch scorers

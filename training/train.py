@@ -176,7 +176,9 @@ def build_model(cfg: TrainConfig):
         model.load_state_dict(init.state_dict())
         return model
     clip = load_clip(cfg.model.clip, cfg.model.pretrained) if cfg.model.pretrained else None
-    return MerClip(cfg.model, clip=clip)
+    model = MerClip(cfg.model, clip=clip)
+    model.init_audio_from_pretrained()  # a Whisper audio tower's tuned layers start as Whisper's
+    return model
 
 
 def face_exemplars(samples: list[Sample], ds: ManifestDataset, per_class: int, num_classes: int) -> dict:

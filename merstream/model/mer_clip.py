@@ -65,6 +65,14 @@ class MerClip(nn.Module):
         encoder states) -> [N, D] segment embeddings."""
         return self.audio(spectrograms)
 
+    def init_audio_from_pretrained(self) -> None:
+        """Before training from scratch: a Whisper audio tower's tuned layers start as Whisper's own
+        (read from the package's model.bin); other towers are left as they are."""
+        if self.audio is not None and self.cfg.audio_tower.type == "whisper":
+            from .whisper_bin import encoder_weights
+
+            self.audio.init_from_whisper(encoder_weights(self.audio_front_end().model_dir))
+
     def audio_front_end(self):
         """What :meth:`encode_audio` takes for raw 2 s segments (``merstream.model.frontends``)."""
         from .frontends import audio_front_end
