@@ -61,7 +61,7 @@ from merstream.preprocess import FramePrep
 from . import data as D
 from .augment import augment_faces, augment_speech, draw_states, state_bank
 from .manifest import split_of
-from .metrics import evaluate_scores, single_label_scores
+from .metrics import bootstrap_interval, evaluate_scores, single_label_scores
 from .sources import LABEL_MAP, shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -470,25 +470,29 @@ def main(argv: list[str] | None = None) -> int:
     best_step = max(history, key=lambda h: h["mean"])["step"]
     log(f"selected step {best_step} (val mean balanced accuracy {best:.3f}); evaluating on held-out test data")
 
-    reports = []
-    reports.append(evaluate_scores("V fer2013-validation", probs_faces(model, faces["test"], size),
-                                   targets(lab(fer["test"])), LABELS, "emotion"))
+    reports, test_scores = [], []
+
+    def test(name: str, probs: np.ndarray, labs: list[int]) -> None:
+        reports.append(evaluate_scores(name, probs, targets(labs), LABELS, "emotion"))
+        test_scores.append((probs, np.array(labs)))
+
+    test("V fer2013-validation", probs_faces(model, faces["test"], size), lab(fer["test"]))
     for src in ("ravdess", "emodb"):
         idx = [i for i, s in enumerate(speech["test"]) if s.source == src]
         name = "A ravdess-actors-19-20" if src == "ravdess" else "A emodb-speakers-15-16"
-        reports.append(evaluate_scores(name, probs_speech(model, [speech_in["test"][i] for i in idx]),
-                                       targets(lab([speech["test"][i] for i in idx])), LABELS, "emotion"))
+        test(name, probs_speech(model, [speech_in["test"][i] for i in idx]), lab([speech["test"][i] for i in idx]))
     for src in ("meld", "emorynlp"):
         idx = [i for i, s in enumerate(text["test"]) if s.source == src]
-        reports.append(evaluate_scores(f"L {src}-test", probs_text(model, toks["test"][idx]),
-                                       targets(lab([text["test"][i] for i in idx])), LABELS, "emotion"))
+        test(f"L {src}-test", probs_text(model, toks["test"][idx]), lab([text["test"][i] for i in idx]))
     for use in ("V", "A", "VA", "VAL"):
-        reports.append(evaluate_scores(f"{'+'.join(use)} crema-d-1001", probs_clips(
-            model, crema_frames, crema_waves, crema_spk, crema_tok, mel, use, prep), targets(lab(crema)), LABELS, "emotion"))
-    for r in reports:
-        log(f"test {r.name}: n={r.n} top1={r.single.top1:.3f} bal_acc={r.single.balanced_accuracy:.3f} "
-            f"wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} majority={r.single.majority:.3f} "
-            f"microF1@0.6={r.multilabel.micro_f1:.3f}")
+        test(f"{'+'.join(use)} crema-d-1001",
+             probs_clips(model, crema_frames, crema_waves, crema_spk, crema_tok, mel, use, prep), lab(crema))
+    for r, (p, y) in zip(reports, test_scores):
+        lo, hi = bootstrap_interval(p, y)
+        tlo, thi = bootstrap_interval(p, y, "top1")
+        log(f"test {r.name}: n={r.n} top1={r.single.top1:.3f} [{tlo:.3f}, {thi:.3f}] bal_acc={r.single.balanced_accuracy:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] wF1={r.single.weighted_f1:.3f} chance={r.single.chance:.3f} "
+            f"majority={r.single.majority:.3f} microF1@0.6={r.multilabel.micro_f1:.3f} (95% bootstrap intervals)")
 
     report = {
         "model": out.name,

@@ -88,6 +88,19 @@ def single_label_scores(scores: np.ndarray, true: np.ndarray) -> SingleLabelScor
     )
 
 
+def bootstrap_interval(scores: np.ndarray, true: np.ndarray, metric: str = "balanced_accuracy",
+                       n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of a ``SingleLabelScores`` field, resampling the items ``n`` times."""
+    scores, true = np.asarray(scores), np.asarray(true)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        i = rng.integers(0, len(true), len(true))
+        vals.append(getattr(single_label_scores(scores[i], true[i]), metric))
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 @dataclass
 class SentimentScores:
     acc2: float

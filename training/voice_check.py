@@ -24,7 +24,7 @@ from merstream.config import StreamConfig
 from merstream.errors import MerstreamError
 
 from .manifest import Sample, split_of
-from .metrics import single_label_scores
+from .metrics import bootstrap_interval, single_label_scores
 from .sources import shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,18 +52,6 @@ def clip_scores(path: str, scorer) -> np.ndarray | None:
     return np.mean(rows, axis=0) if rows else None
 
 
-def bootstrap(metric, scores: np.ndarray, y: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        if len(set(y[i])) < 2:
-            continue
-        vals.append(metric(scores[i], y[i]))
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def evaluate(name: str, samples: list[Sample], scorer) -> VoiceResult:
     labels = list(scorer.labels)
     keep, rows = [], []
@@ -75,10 +63,8 @@ def evaluate(name: str, samples: list[Sample], scorer) -> VoiceResult:
         rows.append(sc)
     scores, y = np.stack(rows), np.array([labels.index(s.labels[0]) for s in keep])
     r = single_label_scores(scores, y)
-    bal = lambda a, b: single_label_scores(a, b).balanced_accuracy  # noqa: E731
-    top = lambda a, b: single_label_scores(a, b).top1  # noqa: E731
-    return VoiceResult(name, len(y), r.balanced_accuracy, bootstrap(bal, scores, y), r.top1, bootstrap(top, scores, y),
-                       [labels[i] for i in scores.argmax(1)])
+    return VoiceResult(name, len(y), r.balanced_accuracy, bootstrap_interval(scores, y), r.top1,
+                       bootstrap_interval(scores, y, "top1"), [labels[i] for i in scores.argmax(1)])
 
 
 def main(argv: list[str] | None = None) -> int:
