@@ -89,7 +89,7 @@ def augment_speech(waves: list[np.ndarray], mel: LogMelImage, rng: np.random.Gen
 
 def perturb_wave(wave: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
     """A copy of a clip as another microphone and moment might give it: gain -8..+6 dB, noise at
-    15-35 dB SNR (a third of the copies) and the 2 s segment grid moved by up to 0.5 s (leading
+    15-35 dB SNR (30 % of the copies) and the 2 s segment grid moved by up to 0.5 s (leading
     silence or a cut start)."""
     w = np.asarray(wave, dtype=np.float32) * np.float32(10 ** (rng.uniform(-8, 6) / 20))
     shift = int(rng.uniform(-0.5, 0.5) * sample_rate)

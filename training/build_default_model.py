@@ -96,7 +96,9 @@ def small_config(audio_tower: str = "whisper") -> ModelConfig:
     the learning rate), then a head trained here pools and projects its states.
     ``audio_tower="clip"`` (merstream-small): a CNN on log-Mel images from random weights, segments
     levelled to -20 dBFS (``level_db``: the speech sets differ by 10-25 dB in recording level, so an
-    unlevelled tower learns "quiet = sad"). Whisper's features are scaled to each segment's peak."""
+    unlevelled tower learns "quiet = sad"). Whisper's log-Mel features are not levelled (only their
+    floor is relative to the peak: a clip 12 dB quieter is 0.3 lower throughout); the tower sees
+    -8..+6 dB gain copies in training (``perturb_wave``), but the recording itself is unlevelled."""
     if audio_tower == "whisper":
         return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
                            audio=AudioConfig(n_mels=64, image_size=64, level_db=None),

@@ -128,7 +128,7 @@ class WhisperFrontEnd(AudioFrontEnd):
             if len(rows) else np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
 
     def session(self):
-        """The onnxruntime session of the frozen layers (made on first use: ~0.3 s)."""
+        """The onnxruntime session of the frozen layers (~0.3 s to make; OnnxScorer makes it at load)."""
         with self._lock:
             if self._session is None:
                 from .whisper_bin import encoder_weights
@@ -138,7 +138,10 @@ class WhisperFrontEnd(AudioFrontEnd):
                 if w.width != self.tower.width or not 0 <= self.tower.tuned_layers <= w.layers:
                     raise MerstreamError(f"{self.model_dir}: a Whisper encoder of width {w.width} with {w.layers} layers "
                                          f"does not fit audio_tower width {self.tower.width}, tuned_layers {self.tower.tuned_layers}")
-                threads = int(os.environ.get("MERSTREAM_AUDIO_THREADS", "0")) or None
+                raw = os.environ.get("MERSTREAM_AUDIO_THREADS", "0")
+                if not raw.isdigit():
+                    raise MerstreamError(f"MERSTREAM_AUDIO_THREADS must be a whole number of threads, got {raw!r}")
+                threads = int(raw) or None
                 self._session = encoder_session(w, w.layers - self.tower.tuned_layers, self.tower.tuned_layers == 0,
                                                 self.frames // 2, threads)
             return self._session
