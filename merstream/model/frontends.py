@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import AudioConfig, AudioTowerConfig, ModelConfig
 from ..errors import MerstreamError
-from .spectrogram import LogMelImage, level_gain
+from .spectrogram import LogMelImage, fitted_segments
 
 
 class AudioFrontEnd:
@@ -50,18 +50,6 @@ class AudioFrontEnd:
         """Random inputs of the right shape and range (export parity checks)."""
         return np.clip(rng.standard_normal((n, *self.item_shape)), -3, 3).astype(np.float32)
 
-    def _rows(self, segments) -> np.ndarray:
-        """Segments cut or zero-padded to the segment length (levelled when the config says so)."""
-        n = self.segment_samples
-        if isinstance(segments, np.ndarray) and segments.ndim == 1:
-            segments = [segments]
-        rows = []
-        for seg in segments:
-            seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
-            if self.audio.level_db is not None and len(seg):
-                seg = seg * level_gain(seg, self.audio.level_db)
-            rows.append(np.pad(seg, (0, n - len(seg))))
-        return np.stack(rows) if rows else np.zeros((0, n), np.float32)
 
 
 class LogMelFrontEnd(AudioFrontEnd):
@@ -123,7 +111,7 @@ class WhisperFrontEnd(AudioFrontEnd):
             from faster_whisper.feature_extractor import FeatureExtractor
 
             self._features = FeatureExtractor(feature_size=WHISPER_N_MELS)
-        rows = self._rows(segments)
+        rows = fitted_segments(segments, self.segment_samples, self.audio.level_db)
         return np.stack([self._features(r, padding=0)[:, : self.frames] for r in rows]).astype(np.float32) \
             if len(rows) else np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
 
@@ -244,8 +232,8 @@ AUDIO_FRONT_ENDS = {"clip": lambda cfg: LogMelFrontEnd(cfg.audio), "whisper": la
 
 def audio_front_end(cfg: ModelConfig) -> AudioFrontEnd:
     """The front end of ``cfg``'s audio tower (shared per config: the Whisper encoder loads once)."""
-    return _cached_front_end(json.dumps({"audio": cfg.to_dict()["audio"], "tower": cfg.to_dict()["audio_tower"]},
-                                        sort_keys=True))
+    d = cfg.to_dict()
+    return _cached_front_end(json.dumps({"audio": d["audio"], "tower": d["audio_tower"]}, sort_keys=True))
 
 
 @lru_cache(maxsize=4)

@@ -74,22 +74,28 @@ class LogMelImage:
 
     def __call__(self, segments) -> np.ndarray:
         """[N, samples] float waveform (zero-padded or cut to the segment length) -> [N, 3, S, S]."""
-        n = self.segment_samples
-        if isinstance(segments, np.ndarray) and segments.ndim == 1:
-            segments = [segments]
-        rows = []
-        for seg in segments:
-            seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
-            if self.cfg.level_db is not None and len(seg):
-                seg = seg * level_gain(seg, self.cfg.level_db)
-            rows.append(np.pad(seg, (0, n - len(seg))))
-        if not rows:
+        rows = fitted_segments(segments, self.segment_samples, self.cfg.level_db)
+        if not len(rows):
             size = self.cfg.image_size
             return np.zeros((0, 3, size, size), np.float32)
-        spec = self.mel_spectrogram(np.stack(rows))[:, ::-1]  # low frequencies at the bottom of the image
+        spec = self.mel_spectrogram(rows)[:, ::-1]  # low frequencies at the bottom of the image
         size = self.cfg.image_size
         img = resize_bilinear(spec, size, size).astype(np.float32)
         return np.ascontiguousarray(np.broadcast_to(img[:, None], (len(img), 3, size, size)))
+
+
+def fitted_segments(segments, n: int, level_db: float | None) -> np.ndarray:
+    """Segments (one waveform or several) cut or zero-padded to ``n`` samples -> [N, n] float32, each
+    first scaled to ``level_db`` dBFS RMS when that is set."""
+    if isinstance(segments, np.ndarray) and segments.ndim == 1:
+        segments = [segments]
+    rows = []
+    for seg in segments:
+        seg = np.asarray(seg, dtype=np.float32).reshape(-1)[:n]
+        if level_db is not None and len(seg):
+            seg = seg * level_gain(seg, level_db)
+        rows.append(np.pad(seg, (0, n - len(seg))))
+    return np.stack(rows) if rows else np.zeros((0, n), np.float32)
 
 
 def level_gain(seg: np.ndarray, level_db: float) -> np.float32:
