@@ -259,10 +259,11 @@ def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_p
         assert max(abs(a["scores"][k] - b["scores"][k]) for a, b in zip(live, ref) for k in a["scores"]) < 1e-4
         return
     # the transcript is rolling (and bounded by --text-deadline) here and whole-file there, so
-    # words may differ; where they agree, so do labels and scores
+    # words may differ (and on a loaded machine every window's words may: CI once had no window
+    # agree); where they agree, so do labels and scores, and a window has words iff it uses them
     assert all("V" in w["modalities"] and "A" in w["modalities"] for w in live)
+    assert all(("L" in w["modalities"]) == bool(w["text"]) for w in live)
     same_text = [(a, b) for a, b in zip(live, ref) if a["text"] == b["text"]]
-    assert same_text, [(a["text"], b["text"]) for a, b in zip(live, ref)]
     for a, b in same_text:
         assert a["labels"] == b["labels"] and a["top"] == b["top"]
         assert max(abs(a["scores"][k] - b["scores"][k]) for k in a["scores"]) < 1e-4
