@@ -143,6 +143,9 @@ def live_cmd(
     transcriber = None
     if audio_src is not None and not no_asr and "L" in scorer.modalities:
         transcriber = Transcriber(asr_model)
+    # the engine loads what the run uses (a Whisper encoder when there is audio) before any output;
+    # on_result writes to the sinks made below, before the runner starts
+    runner = LiveRunner(scorer, video, audio_src, transcriber, options, on_result=lambda r: on_result(r), until=duration)
 
     # ---- sinks -----------------------------------------------------------------------------
     stem = "live-" + time.strftime("%Y%m%d-%H%M%S")
@@ -165,7 +168,6 @@ def live_cmd(
         if not interactive:
             console.print(window_line(r), soft_wrap=True, highlight=False, markup=False)
 
-    runner = LiveRunner(scorer, video, audio_src, transcriber, options, on_result=on_result, until=duration)
 
     # ---- run -------------------------------------------------------------------------------
     stops = {"n": 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ class AudioConfig:
 AUDIO_TOWER_TYPES = ("clip", "whisper")
 
 
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a distribution name (PEP 508)
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+WHISPER_MAX_SECONDS = 30.0  # a Whisper encoder has positions for 1500 states: 30 s
+
+
 @dataclass
 class AudioTowerConfig:
     """Which tower hears the 2 s audio segments (open_clip style: one JSON block per tower).
@@ -85,6 +91,12 @@ class AudioTowerConfig:
             raise MerstreamError(f"config: audio_tower.type must be one of {AUDIO_TOWER_TYPES}, got {self.type!r}")
         if self.type == "whisper" and not (self.package and self.sha256):
             raise MerstreamError("config: a whisper audio_tower needs its package and the sha256 of its model.bin")
+        if self.package is not None and not (isinstance(self.package, str) and PACKAGE_NAME.fullmatch(self.package)):
+            raise MerstreamError(f"config: audio_tower.package must be a Python package name, got {self.package!r}")
+        if self.sha256 is not None:
+            if not (isinstance(self.sha256, str) and SHA256.fullmatch(self.sha256)):
+                raise MerstreamError(f"config: audio_tower.sha256 must be 64 hexadecimal digits, got {self.sha256!r}")
+            self.sha256 = self.sha256.lower()
         for name in ("width", "hidden"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
@@ -144,6 +156,13 @@ class ModelConfig:
             raise MerstreamError(f"config: num_frames must be a positive integer, got {self.num_frames!r}")
         if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):
             raise MerstreamError(f"config: window and hop must be finite and > 0, got {self.window}, {self.hop}")
+        if self.audio_tower.type == "whisper":
+            if self.audio.speaker_mean is not None:
+                raise MerstreamError("config: audio.speaker_mean (speaker normalisation of log-Mel images) does not "
+                                     "apply to a whisper audio_tower; remove it")
+            if self.audio.segment_seconds > WHISPER_MAX_SECONDS:
+                raise MerstreamError(f"config: a whisper audio_tower hears at most {WHISPER_MAX_SECONDS:g} s per segment, "
+                                     f"got audio.segment_seconds {self.audio.segment_seconds:g}")
 
     @property
     def modalities(self) -> list[str]:

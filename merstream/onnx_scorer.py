@@ -135,10 +135,6 @@ class OnnxScorer(Scorer):
         eager = [g for g in ("head", "vision", "audio") if g in self.graphs] or list(self.graphs)[:1]
         for g in eager:
             self.session(g)
-        if "audio" in self.graphs:  # a Whisper audio tower's encoder file is checked (sha256) and loaded now,
-            front = self.audio_front_end  # not when the first segment arrives (live: the first window's latency)
-            if hasattr(front, "session"):
-                front.session()
         used = self.sessions[eager[0]].get_providers()[0] if eager else "CPUExecutionProvider"
         self.provider = SHORT.get(used, used)
         if providers and used != names[0]:

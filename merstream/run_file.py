@@ -308,12 +308,12 @@ def score_file(
     job = prepare(str(path), scorer, transcriber, on_note=note, overlap=reuse, audio_track=audio_track)  # the naive baseline: sequential
     writer, engine, error = None, None, None
     try:
+        engine = make_engine(job, scorer, stream, reuse=reuse)  # loads what the run uses (a Whisper encoder): before any output
         writer = TimelineWriter(Path(out_dir), stem or path.stem, scorer.labels, meta={
             "source": str(path.resolve()), "model": scorer.notice, "model_card": scorer.card, "backend": scorer.name, "labels": scorer.labels,
             "window": stream.window, "hop": stream.hop, "task": scorer.cfg.task, "threshold": scorer.cfg.threshold,
             "audio_track": job.info.audio_track if job.info.has_audio else None,
         })
-        engine = make_engine(job, scorer, stream, reuse=reuse)
         if on_start:
             on_start(job.info.duration)
         for r in score_job(str(path), job, engine, on_progress=(lambda t: on_window(t, len(writer.results))) if on_window else None):

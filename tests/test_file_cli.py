@@ -57,12 +57,18 @@ def test_file_writes_jsonl_csv_png_covering_the_clip(talk6_run):
 def test_transcript_words_land_in_their_windows(talk6_run):
     _, out = talk6_run
     _, windows, _ = timeline(out / "talk_6emotions.jsonl")
+    from merstream.asr import Transcriber
+    from merstream.engine.windows import words_in
+    from merstream.media import read_audio
+
     # the actor says "Don't forget a jacket" in each 2 s clip; clip 1 spans 0.00-2.04 s
     assert "forget" in windows[0]["text"].lower() and "jacket" in windows[0]["text"].lower()
-    # sad clip 3.91-5.91 s: its sentence is in window [4, 6) and not in [2, 4) or [0, 2) twice
-    assert "jacket" in windows[4]["text"].lower()
-    words_total = sum(len(w["text"].split()) for w in windows)
-    assert words_total > 20  # every window with speech carries its words (with hop overlap)
+    assert sum("jacket" in w["text"].lower() for w in windows) >= 4
+    # each window carries exactly the recognised words whose midpoint falls in it. Which of the six
+    # sentences the recogniser hears depends on the CPU's int8 kernels (one machine drops the quiet
+    # sad one at 3.9-5.9 s), so the words are recognised here, on the same machine, the same way
+    words = list(Transcriber().words(read_audio(str(TALK6), 16000)))
+    assert [w["text"] for w in windows] == [words_in(words, w["start"], w["end"]) for w in windows]
     assert all(("L" in w["modalities"]) == bool(w["text"]) for w in windows)
 
 

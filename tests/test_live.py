@@ -212,7 +212,12 @@ def test_when_compute_falls_behind_stale_windows_are_dropped_and_latency_stays_b
     assert c.windows_dropped > 0
     assert c.windows_scored + c.windows_dropped == window_count(6.0, 2.0, 0.1) == len(out) + c.windows_dropped
     lat = [r.latency for r in out]
-    assert max(lat) < 6.0, lat  # bounded: stale work is shed instead of queued
+    # bounded: stale work is shed instead of queued. A window waits at most stale_after before a
+    # scoring pass takes it, plus that pass and the one before; the passes' lengths are read off the
+    # results (scored at clock ~ end + latency), so a loaded machine's slower passes are allowed for
+    done = sorted(r.end + r.latency for r in out)
+    longest_pass = max(b - a for a, b in zip(done, done[1:]))
+    assert max(lat) < 1.0 + 2 * longest_pass + 0.5, (lat, longest_pass)
 
 
 # ---- `merstream live` -------------------------------------------------------------------

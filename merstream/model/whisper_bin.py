@@ -50,7 +50,12 @@ class _Reader:
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))[0]
 
     def string(self) -> str:
-        return self.take(self.num("H")).rstrip(b"\0").decode("utf-8")
+        raw = self.take(self.num("H"))
+        try:
+            return raw.rstrip(b"\0").decode("utf-8")
+        except UnicodeDecodeError:
+            raise MerstreamError(f"{self.where}: not a CTranslate2 model (a name at offset {self.pos - len(raw)} "
+                                 "is not UTF-8)") from None
 
 
 def read_model_bin(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -116,6 +121,11 @@ def encoder_weights(path: str | Path) -> EncoderWeights:
         raise MerstreamError(f"{path}: quantized (int8) encoder weights are not supported")
     arrays = {n[len("encoder/"):]: v.astype(np.float32) for n, v in var.items() if n.startswith("encoder/")}
     layers = len({n.split("/")[0] for n in arrays if re.match(r"layer_\d+/", n)})
+    missing = [n for n in ("conv1/weight", "num_heads", "layer_0/ffn/linear_0/weight", "layer_norm/gamma")
+               if n not in arrays]
+    if missing or arrays["conv1/weight"].ndim != 3 or arrays["num_heads"].size != 1:
+        raise MerstreamError(f"{path}: not a Whisper encoder CTranslate2 can run (missing or malformed: "
+                             f"{', '.join('encoder/' + n for n in missing) or 'encoder/conv1/weight or num_heads'})")
     width, n_mels, _ = arrays["conv1/weight"].shape
-    return EncoderWeights(arrays, int(n_mels), int(width), int(arrays["num_heads"]), layers,
+    return EncoderWeights(arrays, int(n_mels), int(width), int(arrays["num_heads"].reshape(())), layers,
                           int(arrays["layer_0/ffn/linear_0/weight"].shape[0]))

@@ -3,7 +3,7 @@ a CTranslate2 ``model.bin`` when the session is created (no torch; nothing copie
 repository or an export).
 
     weights = encoder_weights(package_dir / "model")
-    session = encoder_session(weights, layers=2, final_norm=False, frames=100)
+    session = encoder_session(encoder_graph(weights, layers=2, final_norm=False, frames=100).SerializeToString())
     states = session.run(None, {"log_mel": mel})[0]   # [N, 80, 200] -> [N, 100, 384]
 
 The graph is Whisper's encoder written out in ONNX operators (opset 17): two 1-D convolutions with
@@ -23,6 +23,7 @@ from .whisper_bin import EncoderWeights
 
 OPSET = 17
 LN_EPS = 1e-5
+GRAPH_VERSION = 1  # bump when the graph this module writes changes (cached graphs are keyed by it)
 
 
 class _Graph:
@@ -103,8 +104,8 @@ def encoder_graph(w: EncoderWeights, layers: int, final_norm: bool, frames: int)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="merstream")
 
 
-def encoder_session(w: EncoderWeights, layers: int, final_norm: bool, frames: int, threads: int | None = None):
-    """An onnxruntime CPU session of :func:`encoder_graph` (made from the in-memory model)."""
+def encoder_session(model: bytes, threads: int | None = None):
+    """An onnxruntime CPU session of a serialised :func:`encoder_graph`."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -112,5 +113,4 @@ def encoder_session(w: EncoderWeights, layers: int, final_norm: bool, frames: in
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # ASR runs beside it
     if threads:
         opts.intra_op_num_threads = threads
-    model = encoder_graph(w, layers, final_norm, frames)
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
