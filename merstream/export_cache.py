@@ -6,7 +6,6 @@ Cache: ``$MERSTREAM_CACHE`` or ``~/.cache/merstream``; ``onnx/<sha256[:16]>-fp32
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,13 +13,10 @@ from typing import Callable
 
 from .errors import MerstreamError
 from .onnx_manifest import sha256_file
-
+from .user_cache import cache_root
 
 EXPORT_FORMAT = "v3"  # bump when the exported graphs change, so stale cached exports are not reused
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MERSTREAM_CACHE") or Path.home() / ".cache" / "merstream")
 
 
 def cached_export(checkpoint: Path, on_note: Callable[[str], None] | None = None) -> Path:

@@ -159,6 +159,10 @@ def test_a_malformed_or_unfitting_model_bin_is_a_one_line_error(tmp_path):
         "empty_whisper.bin": (struct.pack("<I", 6) + name(b"WhisperSpec") + struct.pack("<III", 3, 0, 0),
                               "not a Whisper encoder"),
         "bad_name.bin": (struct.pack("<I", 6) + name(b"\xff\xfe") + struct.pack("<I", 3), "not UTF-8"),
+        "odd_bytes.bin": (struct.pack("<I", 6) + name(b"WhisperSpec") + struct.pack("<II", 3, 1) + name(b"encoder/x")
+                          + struct.pack("<BIBI", 1, 1, 0, 3) + b"abc" + struct.pack("<I", 0), "not a whole number of values"),
+        "dangling_alias.bin": (struct.pack("<I", 6) + name(b"WhisperSpec") + struct.pack("<III", 3, 0, 1) + name(b"a")
+                               + name(b"b"), "alias a names a variable that is not in the file"),
     }
     for fname, (data, needle) in cases.items():
         (tmp_path / fname).write_bytes(data)
@@ -233,24 +237,25 @@ def test_a_whisper_tower_model_exports_with_parity_and_scores_the_same_in_onnx_a
 def test_the_frozen_layers_graph_is_cached_checked_and_rebuilt_when_damaged(tmp_path):
     """The first load builds the frozen layers' graph (importing onnx) and keeps it in the user's
     cache; later loads read it back without onnx and give the same states; damaged bytes are rebuilt."""
-    script = (
-        "import sys, hashlib, numpy as np\n"
-        "from conftest import TALK6\n"
-        "from test_whisper_tower import whisper_cfg\n"
+    script = (  # no conftest import here: it would point MERSTREAM_CACHE elsewhere
+        "import sys, json, hashlib\n"
+        "from merstream.config import ModelConfig\n"
         "from merstream.media import read_audio\n"
         "from merstream.model.frontends import audio_front_end\n"
-        "x = audio_front_end(whisper_cfg(tuned_layers=2))(read_audio(str(TALK6), 16000)[None, :32000])\n"
+        "cfg = ModelConfig.from_dict(json.loads(sys.argv[1]))\n"
+        "x = audio_front_end(cfg)(read_audio(sys.argv[2], 16000)[None, :32000])\n"
         "print(hashlib.sha256(x.tobytes()).hexdigest(), 'onnx' in sys.modules)\n"
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": os.path.dirname(__file__)}
+    args = [json.dumps(whisper_cfg(tuned_layers=2).to_dict()), str(TALK6)]
+    env = {**os.environ, "MERSTREAM_CACHE": str(tmp_path)}
 
     def load() -> tuple[str, str]:
-        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode == 0, p.stderr
         return tuple(p.stdout.split())
 
     first = load()
-    cached = sorted((tmp_path / "merstream").glob("whisper-frozen-*.onnx"))
+    cached = sorted(tmp_path.glob("whisper-frozen-*.onnx"))
     assert len(cached) == 1 and first[1] == "True"
     assert load() == (first[0], "False")  # read back: the same states, no onnx import
     data = bytearray(cached[0].read_bytes())
@@ -258,6 +263,9 @@ def test_the_frozen_layers_graph_is_cached_checked_and_rebuilt_when_damaged(tmp_
     cached[0].write_bytes(bytes(data))
     assert load() == (first[0], "True")  # the damaged file was not used: rebuilt
     assert load() == (first[0], "False")
+    cached[0].with_suffix(".sha256").write_bytes(b"\xff\xfe not a digest")
+    assert load() == (first[0], "True")  # a damaged checksum file: rebuilt too
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_the_numpy_log_mel_equals_faster_whispers_feature_extractor():

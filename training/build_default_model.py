@@ -240,15 +240,20 @@ class WeightAverage:
     one step and makes the validation curve less noisy, so selecting on it is steadier."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise SystemExit(f"--ema must be between 0 and 1 (0 turns it off), got {decay}")
         self.decay, self.t = decay, 0
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+        self.averaged = {k for k, v in self.state.items() if v.dtype.is_floating_point and k not in frozen}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        """Average the trained weights (and float buffers); copy the rest (frozen weights stay exact)."""
         self.t += 1
         d = min(self.decay, (1 + self.t) / (10 + self.t))
         for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+            if k in self.averaged:
                 self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 self.state[k].copy_(v)

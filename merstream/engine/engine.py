@@ -65,8 +65,8 @@ class Engine:
         self.seg_seconds = scorer.audio_cfg.segment_seconds
         self.seg_samples = int(round(self.seg_seconds * self.sr))
         self.audio_front = scorer.audio_front_end if self.use["A"] else None  # segments -> audio tower input
-        if self.audio_front is not None:  # a Whisper tower's encoder is checked and loaded now, not at the
-            self.audio_front.load()  # first segment (live: the first window's latency); video-only runs never
+        if self.audio_front is not None:  # a Whisper tower's encoder is checked and loaded now, not at the first
+            self.audio_front.load()  # segment (live: the first window's latency); a video-only run never loads it
         # models with speaker normalisation (log-Mel images): the stream's voice so far, updated once per segment
         self.speaker = (SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None
                         and scorer.cfg.audio_tower.type == "clip" else None)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..config import AudioConfig, AudioTowerConfig, ModelConfig
 from ..errors import MerstreamError
+from ..user_cache import cache_root
 from .spectrogram import LogMelImage, fitted_segments
 
 
@@ -54,6 +55,7 @@ class AudioFrontEnd:
         """Do now the loading the first call would do (the engine calls this when a run uses audio,
         so that a live run's first window does not pay for it). Nothing to load here."""
 
+
 class LogMelFrontEnd(AudioFrontEnd):
     """Log-Mel images for a CLIP image tower (the MER-CLIP paper's audio input)."""
 
@@ -81,8 +83,8 @@ class WhisperFrontEnd(AudioFrontEnd):
     """Frame states of the frozen part of a Whisper encoder for each segment, unpadded: a 2 s segment
     is 200 log-Mel frames (``whisper_features``, numpy) and 100 states. The encoder's
     convolutions and its first ``layers - tuned_layers`` layers (all of them and the final norm when
-    none is tuned) run in onnxruntime, the graph built from the package's ``model.bin`` when the
-    session is created (``whisper_onnx``); the same code gives training its inputs and the runtime
+    none is tuned) run in onnxruntime, the graph built from the package's ``model.bin``
+    (``whisper_onnx``) and kept in the user's cache (:meth:`frozen_graph`); the same code gives training its inputs and the runtime
     its inputs, so the trained layers see at run time exactly what they learnt from."""
 
     kind = "whisper"
@@ -117,7 +119,7 @@ class WhisperFrontEnd(AudioFrontEnd):
         return whisper_log_mel(rows, WHISPER_N_MELS)[:, :, : self.frames]
 
     def session(self):
-        """The onnxruntime session of the frozen layers (~0.3 s to make; OnnxScorer makes it at load)."""
+        """The onnxruntime session of the frozen layers (made once; the engine makes it when a run uses audio)."""
         with self._lock:
             if self._session is None:
                 from .whisper_onnx import encoder_session
@@ -171,9 +173,12 @@ def check_fits(w, tower: AudioTowerConfig, where) -> None:
 
 
 def package_dir(package: str) -> Path:
-    """The installed directory of an import package named like its distribution (a-b -> a_b)."""
-    module = package.replace("-", "_")
-    spec = importlib.util.find_spec(module)
+    """The installed directory of an import package named like its distribution (A-b -> a_b)."""
+    module = package.replace("-", "_").replace(".", "_").lower()
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise MerstreamError(f"the audio tower needs the Python package {package!r}, which is not installed "
                              f"(pip install {package})")
@@ -249,23 +254,18 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "merstream"
-
-
 def _memo_file() -> Path:
-    return _cache_dir() / "file-sha256.json"
+    return cache_root() / "file-sha256.json"
 
 
 def cached_bytes(key: str, build) -> bytes:
     """``build()``'s bytes, kept in the user's cache as ``<key>.onnx`` beside ``<key>.sha256``; a file
     whose bytes no longer match is built again. A cache that cannot be written is skipped."""
-    d = _cache_dir()
+    d = cache_root()
     path, check = d / f"{key}.onnx", d / f"{key}.sha256"
     try:
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == check.read_text().strip():
+        if hashlib.sha256(data).hexdigest().encode() == check.read_bytes().strip():
             return data
     except OSError:
         pass
@@ -274,8 +274,11 @@ def cached_bytes(key: str, build) -> bytes:
         d.mkdir(parents=True, exist_ok=True)
         for target, content in ((path, data), (check, hashlib.sha256(data).hexdigest().encode())):
             tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(content)
-            os.replace(tmp, target)
+            try:
+                tmp.write_bytes(content)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
     except OSError:
         pass
     return data

@@ -78,6 +78,9 @@ def read_model_bin(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         raw = r.take(nbytes)
         if code not in _DTYPES:
             raise MerstreamError(f"{path}: variable {name} has unknown dtype id {code}")
+        item = 2 if _DTYPES[code] == "bfloat16" else np.dtype(_DTYPES[code]).itemsize
+        if nbytes % item:
+            raise MerstreamError(f"{path}: variable {name} holds {nbytes} bytes, not a whole number of values")
         if _DTYPES[code] == "bfloat16":
             a = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
@@ -88,6 +91,8 @@ def read_model_bin(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     aliases = {}
     for _ in range(r.num("I")):
         alias, target = r.string(), r.string()
+        if target not in variables:
+            raise MerstreamError(f"{path}: alias {alias} names a variable that is not in the file ({target})")
         aliases[alias] = target
         variables[alias] = variables[target]
     if r.pos != len(r.buf):
@@ -121,11 +126,18 @@ def encoder_weights(path: str | Path) -> EncoderWeights:
         raise MerstreamError(f"{path}: quantized (int8) encoder weights are not supported")
     arrays = {n[len("encoder/"):]: v.astype(np.float32) for n, v in var.items() if n.startswith("encoder/")}
     layers = len({n.split("/")[0] for n in arrays if re.match(r"layer_\d+/", n)})
-    missing = [n for n in ("conv1/weight", "num_heads", "layer_0/ffn/linear_0/weight", "layer_norm/gamma")
-               if n not in arrays]
+    needed = [f"{p}/{v}" for p in ("conv1", "conv2") for v in ("weight", "bias")] + [
+        "num_heads", "position_encodings/encodings", "layer_norm/gamma", "layer_norm/beta"] + [
+        f"layer_{i}/{part}/{v}" for i in range(max(layers, 1))
+        for part in ("self_attention/layer_norm", "ffn/layer_norm") for v in ("gamma", "beta")] + [
+        f"layer_{i}/{part}/{v}" for i in range(max(layers, 1))
+        for part in ("self_attention/linear_0", "self_attention/linear_1", "ffn/linear_0", "ffn/linear_1")
+        for v in ("weight", "bias")]
+    missing = [n for n in needed if n not in arrays]
     if missing or arrays["conv1/weight"].ndim != 3 or arrays["num_heads"].size != 1:
         raise MerstreamError(f"{path}: not a Whisper encoder CTranslate2 can run (missing or malformed: "
-                             f"{', '.join('encoder/' + n for n in missing) or 'encoder/conv1/weight or num_heads'})")
+                             f"{', '.join('encoder/' + n for n in missing[:3]) or 'encoder/conv1/weight or num_heads'}"
+                             f"{' ...' if len(missing) > 3 else ''})")
     width, n_mels, _ = arrays["conv1/weight"].shape
     return EncoderWeights(arrays, int(n_mels), int(width), int(arrays["num_heads"].reshape(())), layers,
                           int(arrays["layer_0/ffn/linear_0/weight"].shape[0]))

@@ -43,13 +43,17 @@ def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAM
     rising = (bins[None, :] - lo) / (mid - lo)
     falling = (hi - bins[None, :]) / (hi - mid)
     tri = np.clip(np.minimum(rising, falling), 0.0, None)
-    return (tri * (2.0 / (hi - lo))).astype(np.float32)
+    out = (tri * (2.0 / (hi - lo))).astype(np.float32)
+    out.setflags(write=False)  # cached: shared by every caller
+    return out
 
 
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
     n = np.arange(N_FFT)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)  # periodic Hann
+    out = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)  # periodic Hann
+    out.setflags(write=False)
+    return out
 
 
 def whisper_log_mel(segments: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
@@ -68,7 +72,7 @@ def whisper_log_mel(segments: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
     windows = x[:, starts[:, None] + np.arange(N_FFT)[None, :]] * _window()  # [N, frames, n_fft]
     spec = np.fft.rfft(windows, n=N_FFT, axis=-1).astype(np.complex64)
     power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)  # [N, frames, bins]
-    mel = (power @ mel_filters(n_mels).T).transpose(0, 2, 1)  # [N, n_mels, frames]
+    mel = np.ascontiguousarray((power @ mel_filters(n_mels).T).transpose(0, 2, 1))  # [N, n_mels, frames]
     log = np.log10(np.maximum(mel, 1e-10))
     log = np.maximum(log, log.max(axis=(1, 2), keepdims=True) - 8.0)
     return ((log + 4.0) / 4.0).astype(np.float32)

@@ -1,6 +1,6 @@
-"""The frozen part of a Whisper encoder as an onnxruntime session, built in memory from the weights of
-a CTranslate2 ``model.bin`` when the session is created (no torch; nothing copied into this
-repository or an export).
+"""The frozen part of a Whisper encoder as an onnxruntime graph, written from the weights of a
+CTranslate2 ``model.bin`` (no torch; nothing copied into this repository or an export; the
+serialised graph is kept in the user's cache by ``frontends.WhisperFrontEnd.frozen_graph``).
 
     weights = encoder_weights(package_dir / "model")
     session = encoder_session(encoder_graph(weights, layers=2, final_norm=False, frames=100).SerializeToString())
