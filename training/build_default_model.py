@@ -315,11 +315,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="supervised warm-up steps of the audio tower (default 2500; 1000 for the whisper tower, "
                          "whose tuned layers start pretrained)")
     ap.add_argument("--warm-up-lr", type=float, default=2e-3)
-    ap.add_argument("--warm-up-smoothing", type=float, default=0.1,
-                    help="label smoothing of the towers' warm-up cross-entropy (0 as merstream-small-v2 was built)")
-    ap.add_argument("--ema", type=float, default=0.998,
+    ap.add_argument("--warm-up-smoothing", type=float, default=0.0,
+                    help="label smoothing of the towers' warm-up cross-entropy (0, as merstream-small-v2 was built; "
+                         "0.1 tried in a partial build: docs/default-model.md)")
+    ap.add_argument("--ema", type=float, default=0.0,
                     help="joint training: validate, select and ship an exponential moving average of the weights "
-                         "with this decay (0: the raw weights, as merstream-small-v2 was built)")
+                         "with this decay (0: the raw weights, as merstream-small-v2 was built; 0.998 tried in a "
+                         "partial build: docs/default-model.md)")
     ap.add_argument("--neutral-words", type=float, default=1 / 3,
                     help="share of fused samples whose transcript is a neutral-labelled utterance")
     ap.add_argument("--mixed-voice", type=float, default=0.0,
