@@ -84,7 +84,8 @@ def export_cmd(
 
 @app.command("doctor")
 def doctor_cmd():
-    """Show the onnxruntime build, its execution providers and whether a GPU is usable."""
+    """Show the onnxruntime build, its execution providers, whether a GPU is usable, and whether the
+    embedded model's pretrained parts (the Whisper encoder's package) are the ones it was trained with."""
     from importlib import metadata
 
     import onnxruntime
@@ -102,6 +103,32 @@ def doctor_cmd():
         note("both onnxruntime and onnxruntime-gpu are installed; they overwrite each other. Fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
     elif cuda and "CUDAExecutionProvider" not in avail:
         note(f"a CUDA GPU is present but onnxruntime is the CPU build; for GPU scoring run: {GPU_SWAP}")
+    _doctor_embedded_model()
+
+
+def _doctor_embedded_model() -> None:
+    """The embedded model's audio tower: a Whisper encoder whose model.bin is checked (a wrong one is
+    the usual one-line error) and whether its frozen layers' graph is already cached."""
+    from .config import ModelConfig
+    from .models import DEFAULT_MODEL_DIR
+
+    cfg_file = DEFAULT_MODEL_DIR / "config.json"
+    if not cfg_file.exists():
+        note(f"no embedded model at {DEFAULT_MODEL_DIR} (pass --model to file / live)")
+        return
+    cfg = ModelConfig.load(cfg_file)
+    console.print(f"embedded model {DEFAULT_MODEL_DIR.name}: audio tower {cfg.audio_tower.type}", soft_wrap=True)
+    if cfg.audio_tower.type != "whisper":
+        return
+    from .model.frontends import audio_front_end, package_version
+
+    front = audio_front_end(cfg)  # checks the package's model.bin against the sha256 the model was trained with
+    t = cfg.audio_tower
+    console.print(f"Whisper encoder: {t.package} {package_version(t.package) or ''}, model.bin sha256 "
+                  f"{t.sha256[:12]}... as trained ({front.model_dir})", soft_wrap=True)
+    path = front.graph_cache_path
+    state = f"cached ({path})" if path.exists() else f"not cached yet: built on the first run with audio (about 1 s), then kept in {path.parent}"
+    console.print(f"frozen layers' graph: {state}", soft_wrap=True)
 
 
 def _installed(metadata, name: str) -> bool:

