@@ -168,7 +168,6 @@ def live_cmd(
         if not interactive:
             console.print(window_line(r), soft_wrap=True, highlight=False, markup=False)
 
-
     # ---- run -------------------------------------------------------------------------------
     stops = {"n": 0}
 

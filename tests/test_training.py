@@ -156,7 +156,7 @@ def test_train_and_eval_cli_end_to_end(tmp_path):
     r = runner.invoke(app, ["train", "--config", str(cfg), "--manifest", str(manifest), "--out", str(out),
                             "--resume", "--epochs", "3"])
     assert r.exit_code != 0 and "cannot read" in r.output and "last.pt" in r.output and "Traceback" not in r.output
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp*"))
 
 
 def test_training_config_mistakes_are_one_line_errors(tmp_path):

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import replaced_whole
 from ..config import AudioConfig, AudioTowerConfig, ModelConfig
 from ..errors import MerstreamError
+from ..onnx_manifest import sha256_file
 from ..user_cache import cache_root
 from .spectrogram import LogMelImage, fitted_segments
 
@@ -244,18 +246,13 @@ def file_sha256(path: Path) -> str:
         known = {}
     if isinstance(known, dict) and isinstance(known.get(key), str):
         return known[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     try:
         known = known if isinstance(known, dict) else {}
         known[key] = digest
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
+        with replaced_whole(memo) as tmp:
+            tmp.write_text(json.dumps(known))
     except OSError:
         pass  # a read-only home: hash again next time
     return digest
@@ -280,12 +277,8 @@ def cached_bytes(key: str, build) -> bytes:
     try:
         d.mkdir(parents=True, exist_ok=True)
         for target, content in ((path, data), (check, hashlib.sha256(data).hexdigest().encode())):
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
+            with replaced_whole(target) as tmp:
                 tmp.write_bytes(content)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
     except OSError:
         pass
     return data
