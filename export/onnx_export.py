@@ -89,8 +89,11 @@ def graph_specs(model: MerClip, name: str, mode: str) -> tuple[list[dict], list[
     if name == "audio":  # the model's audio front end says what its tower takes
         front = model.audio_front_end()
         return [_spec(front.input_name, ["batch", *front.item_shape], "float32")], emb
-    if name == "text":  # transcripts are trimmed after their EOS: the token axis is dynamic
-        return [_spec("tokens", ["batch", "tokens"], "int64")], emb
+    if name == "text":
+        front = model.text_front_end()
+        if front is not None:  # the model's text front end says what its tower takes
+            return [_spec(front.input_name, ["batch", *front.item_shape], "float32")], emb
+        return [_spec("tokens", ["batch", "tokens"], "int64")], emb  # trimmed after their EOS: a dynamic axis
     if name == "label_encoder":
         return [_spec("label_tokens", ["batch", c], "int64")], emb
     if mode == "zero-shot":
@@ -114,7 +117,9 @@ def graph_module(model: MerClip, name: str, mode: str, labels: list[str]) -> tup
         return AudioGraph(model), (torch.from_numpy(example),)
     two = labels[:2] if len(labels) >= 2 else labels * 2  # >= 2 rows, so no axis is specialised to 1
     if name == "text":
-        tokens = model.tokenize(["an example transcript", "another one"])
+        tokens = model.text_inputs(["an example transcript", "another one"])
+        if tokens.dtype != torch.int64:  # sentence vectors
+            return TextGraph(model), (tokens,)
         return TextGraph(model), (tokens[:, : int(tokens.argmax(-1).max()) + 1],)  # trimmed, as at run time
     if name == "label_encoder":
         return LabelEncoderGraph(model), (model.label_encoder.tokens(two),)

@@ -107,8 +107,9 @@ def doctor_cmd():
 
 
 def _doctor_embedded_model() -> None:
-    """The embedded model's audio tower: a Whisper encoder whose model.bin is checked (a wrong one is
-    the usual one-line error) and whether its frozen layers' graph is already cached."""
+    """The embedded model's pretrained parts: a Whisper audio encoder whose model.bin and a sentence
+    encoder whose model.safetensors are checked (a wrong one is the usual one-line error), and
+    whether the graphs built from them are already cached."""
     from .config import ModelConfig
     from .models import DEFAULT_MODEL_DIR
 
@@ -117,18 +118,29 @@ def _doctor_embedded_model() -> None:
         note(f"no embedded model at {DEFAULT_MODEL_DIR} (pass --model to file / live)")
         return
     cfg = ModelConfig.load(cfg_file)
-    console.print(f"embedded model {DEFAULT_MODEL_DIR.name}: audio tower {cfg.audio_tower.type}", soft_wrap=True)
-    if cfg.audio_tower.type != "whisper":
-        return
+    console.print(f"embedded model {DEFAULT_MODEL_DIR.name}: audio tower {cfg.audio_tower.type}, text tower "
+                  f"{cfg.text_tower.type}", soft_wrap=True)
     from .model.frontends import audio_front_end, package_version
 
-    front = audio_front_end(cfg)  # checks the package's model.bin against the sha256 the model was trained with
-    t = cfg.audio_tower
-    console.print(f"Whisper encoder: {t.package} {package_version(t.package) or ''}, model.bin sha256 "
-                  f"{t.sha256[:12]}... as trained ({front.model_dir})", soft_wrap=True)
-    path = front.graph_cache_path
-    state = f"cached ({path})" if path.exists() else f"not cached yet: built on the first run with audio (about 1 s), then kept in {path.parent}"
-    console.print(f"frozen layers' graph: {state}", soft_wrap=True)
+    if cfg.audio_tower.type == "whisper":
+        front = audio_front_end(cfg)  # checks the package's model.bin against the sha256 the model was trained with
+        t = cfg.audio_tower
+        console.print(f"Whisper encoder: {t.package} {package_version(t.package) or ''}, model.bin sha256 "
+                      f"{t.sha256[:12]}... as trained ({front.model_dir})", soft_wrap=True)
+        _doctor_graph("frozen layers' graph", front.graph_cache_path, "audio")
+    if cfg.text_tower.type == "minilm":
+        from .model.text_frontends import text_front_end
+
+        text = text_front_end(cfg)  # checks model.safetensors the same way
+        t = cfg.text_tower
+        console.print(f"sentence encoder: {t.package} {package_version(t.package) or ''}, model.safetensors sha256 "
+                      f"{t.sha256[:12]}... as trained ({text.model_dir})", soft_wrap=True)
+        _doctor_graph("sentence encoder's graph", text.graph_cache_path, "speech recognition")
+
+
+def _doctor_graph(what: str, path, first_use: str) -> None:
+    state = f"cached ({path})" if path.exists() else f"not cached yet: built on the first run with {first_use} (about 1 s), then kept in {path.parent}"
+    console.print(f"{what}: {state}", soft_wrap=True)
 
 
 def _installed(metadata, name: str) -> bool:

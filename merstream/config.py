@@ -60,6 +60,7 @@ class AudioConfig:
 
 
 AUDIO_TOWER_TYPES = ("clip", "whisper")
+TEXT_TOWER_TYPES = ("clip", "minilm")
 
 
 PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a distribution name (PEP 508)
@@ -106,6 +107,44 @@ class AudioTowerConfig:
 
 
 @dataclass
+class TextTowerConfig:
+    """Which tower reads the transcripts (the label encoder stays ``ModelConfig.clip``'s text tower).
+
+    ``clip``: the CLIP text transformer of ``ModelConfig.clip`` on CLIP BPE tokens, as in the MER-CLIP
+    paper. ``minilm``: a frozen pretrained BERT sentence encoder (all-MiniLM-L6-v2) shipped in the
+    Python package ``package`` (its ``model/model.safetensors`` checked against ``sha256``), run in
+    onnxruntime by ``merstream.model.text_frontends.MiniLMFrontEnd`` (masked mean of the last layer,
+    L2-normalised), then a trained head that projects the sentence vector (``towers.SentenceHead``).
+    """
+
+    type: str = "clip"
+    package: str | None = None  # minilm: the installed package that ships the model (its model/ directory)
+    sha256: str | None = None  # minilm: sha256 of that package's model.safetensors
+    width: int = 384  # minilm: sentence vector width
+    hidden: int = 512  # minilm: hidden width of the head's MLP (0: a linear head)
+    dropout: float = 0.1  # minilm: dropout in the head (training only)
+    max_tokens: int = 128  # minilm: longer transcripts are cut to their first max_tokens word pieces
+
+    def __post_init__(self) -> None:
+        if self.type not in TEXT_TOWER_TYPES:
+            raise MerstreamError(f"config: text_tower.type must be one of {TEXT_TOWER_TYPES}, got {self.type!r}")
+        if self.type == "minilm" and not (self.package and self.sha256):
+            raise MerstreamError("config: a minilm text_tower needs its package and the sha256 of its model.safetensors")
+        if self.package is not None and not (isinstance(self.package, str) and PACKAGE_NAME.fullmatch(self.package)):
+            raise MerstreamError(f"config: text_tower.package must be a Python package name, got {self.package!r}")
+        if self.sha256 is not None:
+            if not (isinstance(self.sha256, str) and SHA256.fullmatch(self.sha256)):
+                raise MerstreamError(f"config: text_tower.sha256 must be 64 hexadecimal digits, got {self.sha256!r}")
+            self.sha256 = self.sha256.lower()
+        if not (isinstance(self.width, int) and self.width > 0):
+            raise MerstreamError(f"config: text_tower.width must be a positive integer, got {self.width!r}")
+        if not (isinstance(self.hidden, int) and self.hidden >= 0):
+            raise MerstreamError(f"config: text_tower.hidden must be an integer >= 0 (0: a linear head), got {self.hidden!r}")
+        if not (isinstance(self.max_tokens, int) and 2 <= self.max_tokens <= 512):
+            raise MerstreamError(f"config: text_tower.max_tokens must be an integer from 2 to 512, got {self.max_tokens!r}")
+
+
+@dataclass
 class ModelConfig:
     clip: Any = "ViT-B-32"  # open_clip model name, or a full open_clip model config dict
     pretrained: str | None = None  # open_clip pretrained tag or path to a local weights file
@@ -126,9 +165,10 @@ class ModelConfig:
     face_crop: bool = False  # frames: the largest face, grey (FER-style), instead of the whole frame
     audio: AudioConfig = field(default_factory=AudioConfig)
     audio_tower: AudioTowerConfig = field(default_factory=AudioTowerConfig)  # default: today's CLIP tower
+    text_tower: TextTowerConfig = field(default_factory=TextTowerConfig)  # default: the CLIP text tower
 
     def __post_init__(self) -> None:
-        for name, kind in (("audio", AudioConfig), ("audio_tower", AudioTowerConfig)):
+        for name, kind in (("audio", AudioConfig), ("audio_tower", AudioTowerConfig), ("text_tower", TextTowerConfig)):
             v = getattr(self, name)
             if isinstance(v, dict):
                 unknown = sorted(set(v) - {f.name for f in dataclasses.fields(kind)})

@@ -216,7 +216,7 @@ class OnnxScorer(Scorer):
     def _run_batched(self, graph: str, x: np.ndarray) -> np.ndarray:
         sess = self.session(graph)
         name = sess.get_inputs()[0].name
-        dtype = np.int64 if graph in ("text", "label_encoder") else np.float32
+        dtype = np.int64 if sess.get_inputs()[0].type == "tensor(int64)" else np.float32
         x = np.asarray(x, dtype=dtype)
         if len(x) == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)

@@ -98,6 +98,7 @@ class FileJob:
     notes: list[str]
     pending: BackgroundWords | None = None  # words still being transcribed (overlap=True)
     asr_seconds: float = 0.0
+    asr: bool = False  # the audio is transcribed (words may still be empty: silence)
 
 
 def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note: Callable[[str], None] = print,
@@ -128,7 +129,8 @@ def prepare(path: str, scorer: Scorer, transcriber: Transcriber | None, on_note:
         notes.append("ASR off: scoring without the language modality")
     for n in notes:
         on_note(n)
-    return FileJob(info, audio, words, notes, pending, time.perf_counter() - t0)
+    return FileJob(info, audio, words, notes, pending, time.perf_counter() - t0,
+                   asr=audio is not None and transcriber is not None)
 
 
 def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Iterator[tuple[float, object]]:
@@ -167,7 +169,8 @@ def sampled_frames(frames, stream: StreamConfig, n: int, duration: float) -> Ite
 
 def make_engine(job: FileJob, scorer: Scorer, stream: StreamConfig, reuse: bool = True) -> Engine:
     has_audio = job.audio is not None
-    engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio, reuse=reuse)
+    engine = Engine(scorer, stream, has_video=job.info.has_video, has_audio=has_audio, has_text=has_audio and (job.asr or bool(job.words)),
+                    reuse=reuse)
     engine.audio_from = job.info.audio_start
     if job.pending is None:
         engine.insert_words(job.words, until=float("inf"))

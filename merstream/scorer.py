@@ -5,7 +5,7 @@ Inputs and outputs are numpy arrays so backends are interchangeable:
 
     encode_frames([N, 3, S, S] float32)  -> [N, D]
     encode_audio([N, *item] float32)     -> [N, D]  (item: ``audio_front_end.item_shape``)
-    encode_text([N, C] int64 token ids)  -> [N, D]
+    encode_text(text_inputs(texts))      -> [N, D]  (CLIP token ids, or a text front end's vectors)
     score({m: [B, D]}, {m: [B]})         -> [B, K] probabilities for the current labels
 """
 
@@ -71,6 +71,19 @@ class Scorer:
         if self.trim_tokens and len(tokens):
             tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
         return tokens
+
+    @property
+    def text_front_end(self):
+        """The model's text front end (``merstream.model.text_frontends``); None for the CLIP text tower."""
+        from .model.text_frontends import text_front_end
+
+        return text_front_end(self.cfg)
+
+    def text_inputs(self, texts: list[str]) -> np.ndarray:
+        """What ``encode_text`` takes for transcripts: token ids (:meth:`tokenize`) for the CLIP text
+        tower, the text front end's sentence vectors otherwise."""
+        front = self.text_front_end
+        return self.tokenize(texts) if front is None else front(texts)
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         if self.cfg.task == "emotion":

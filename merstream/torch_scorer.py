@@ -51,7 +51,8 @@ class TorchScorer(Scorer):
         return self._batched(self.model.encode_audio, x)
 
     def encode_text(self, tokens):
-        return self._batched(self.model.encode_text, tokens.astype(np.int64))
+        kind = np.int64 if self.text_front_end is None else np.float32
+        return self._batched(self.model.encode_text, np.asarray(tokens).astype(kind))
 
     @torch.no_grad()
     def score(self, pooled, present):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,44 @@ def tiny_ckpt(tiny_model, tmp_path_factory):
     from merstream.model import save_checkpoint
 
     return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def vit_b32_model():
+    """The real-size ViT-B-32 architecture, random weights (seed 0): built once (seconds on CPU) for
+    the tests that need its size, not its weights; none of them changes it."""
+    import torch
+
+    from merstream.config import ModelConfig
+    from merstream.model import MerClip
+
+    torch.manual_seed(0)
+    return MerClip(ModelConfig(clip="ViT-B-32")).eval()
+
+
+def merstream_cli(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """`merstream ARGS` as users run it: a subprocess."""
+    return subprocess.run([sys.executable, "-m", "merstream", *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_talk6_file(tiny_ckpt, tmp_path_factory):
+    """`merstream file talk_6emotions.mp4 --model TINY` (ASR on, plot on), run once for the session:
+    (the finished process, its --out folder). Tests only read it."""
+    out = tmp_path_factory.mktemp("tiny_talk6_file")
+    p = merstream_cli("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    return p, out
+
+
+@pytest.fixture(scope="session")
+def tiny_talk6_file_no_asr(tiny_ckpt, tmp_path_factory):
+    """`merstream file talk_6emotions.mp4 --model TINY --no-asr` (plot on), run once for the session:
+    (the finished process, its --out folder, which holds only what that run wrote). Tests only read it."""
+    out = tmp_path_factory.mktemp("tiny_talk6_file_no_asr")
+    p = merstream_cli("file", str(TALK6), "--model", str(tiny_ckpt), "--no-asr", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    return p, out
 
 
 @pytest.fixture(scope="session")

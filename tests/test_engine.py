@@ -64,11 +64,18 @@ def _run(engine, frames, audio, sr=16000):
     return out
 
 
-def test_engine_encodes_each_sampled_frame_once(tiny_model, talk6_media):
+@pytest.fixture(scope="module")
+def streamed(tiny_model, talk6_media):
+    """The clip streamed through a caching engine (audio fed with each frame, _run's bounds checked
+    on the way): (engine, results). Computed once; the tests below check different properties of it."""
     frames, audio = talk6_media
-    scorer = TorchScorer(tiny_model)
-    engine = Engine(scorer, StreamConfig(), has_text=False)
-    results = _run(engine, frames, audio)
+    engine = Engine(TorchScorer(tiny_model), StreamConfig(), has_text=False)
+    return engine, _run(engine, frames, audio)
+
+
+def test_engine_encodes_each_sampled_frame_once(streamed, talk6_media):
+    frames, _ = talk6_media
+    engine, results = streamed
     assert [r.index for r in results] == list(range(12))
     c = engine.counters
     frame_times = np.array([t for t, _ in frames])
@@ -85,10 +92,10 @@ def test_engine_encodes_each_sampled_frame_once(tiny_model, talk6_media):
     assert c.frame_cache_hits >= 66 - 6 and c.segments_encoded == 12 and c.segment_cache_hits == 0
 
 
-def test_engine_results_do_not_depend_on_how_media_is_chunked(tiny_model, talk6_media):
+def test_engine_results_do_not_depend_on_how_media_is_chunked(tiny_model, talk6_media, streamed):
     """Windows come out identical whether audio arrives with each frame or all at once."""
     frames, audio = talk6_media
-    a = _run(Engine(TorchScorer(tiny_model), StreamConfig(), has_text=False), frames, audio)
+    _, a = streamed  # audio with each frame
     e = Engine(TorchScorer(tiny_model), StreamConfig(), has_text=False)
     e.insert_audio(audio)
     b = []
@@ -113,11 +120,11 @@ def test_stale_windows_are_dropped_not_queued(tiny_model, talk6_media):
     assert e.counters.windows_dropped == 10
 
 
-def test_naive_baseline_gives_the_same_windows_with_more_encodes(tiny_model, talk6_media):
+def test_naive_baseline_gives_the_same_windows_with_more_encodes(tiny_model, talk6_media, streamed):
     frames, audio = talk6_media
-    cached = Engine(TorchScorer(tiny_model), StreamConfig(), has_text=False)
+    cached, a = streamed  # the caching engine, fed the same way as the naive one
     naive = Engine(TorchScorer(tiny_model), StreamConfig(), has_text=False, reuse=False)
-    a, b = _run(cached, frames, audio), _run(naive, frames, audio)
+    b = _run(naive, frames, audio)
     assert [r.index for r in a] == [r.index for r in b] == list(range(12))
     for x, y in zip(a, b):
         assert np.allclose(list(x.scores.values()), list(y.scores.values()), atol=1e-5)

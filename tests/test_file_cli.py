@@ -25,11 +25,10 @@ def timeline(path: Path) -> tuple[dict, list[dict], dict]:
 
 
 @pytest.fixture(scope="module")
-def talk6_run(tiny_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("talk6")
-    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(out))
-    assert p.returncode == 0, p.stderr
-    return p, out
+def talk6_run(tiny_talk6_file):
+    """`merstream file talk_6emotions.mp4 --model TINY --out DIR` (conftest: one run for the session,
+    which test_live also compares live mode with)."""
+    return tiny_talk6_file
 
 
 def test_file_writes_jsonl_csv_png_covering_the_clip(talk6_run):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import TALK, TALK6, assert_one_line_error
-from merstream.config import ModelConfig, StreamConfig
+from merstream.config import StreamConfig
 from merstream.engine.buffers import AudioRing, Frame, FrameRing
 from merstream.engine.live import LiveOptions, LiveRunner
 from merstream.engine.sources import AudioFileSource, CameraSource, VideoFileSource
@@ -198,13 +198,9 @@ def test_camera_that_stops_delivering_frames_ends_the_run_cleanly(scorer):
     assert out[0].frames >= 1 and out[0].modalities == "V"
 
 
-def test_when_compute_falls_behind_stale_windows_are_dropped_and_latency_stays_bounded():
-    import torch
-
-    torch.manual_seed(0)
-    from merstream.model import MerClip
-
-    slow = TorchScorer(MerClip(ModelConfig(clip="ViT-B-32")).eval())  # far too slow for 10 windows a second (each needs a new audio segment)
+def test_when_compute_falls_behind_stale_windows_are_dropped_and_latency_stays_bounded(vit_b32_model):
+    assert vit_b32_model.cfg.clip == "ViT-B-32"
+    slow = TorchScorer(vit_b32_model)  # far too slow for 10 windows a second (each needs a new audio segment)
     runner, out = live_run(slow, TALK6, realtime=True, stream=StreamConfig(window=2.0, hop=0.1), until=6.0,
                            max_pending=2, stale_after=1.0)
     c = runner.engine.counters
@@ -242,11 +238,13 @@ def _jsonl_rows(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("asr", [False, True], ids=["no-asr", "asr"])
-def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_path):
+def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_path, request):
     extra = [] if asr else ["--no-asr"]
-    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--out", str(tmp_path / "file"), "--no-plot", *extra)
+    # `merstream file` on the same clip with the same model and options (conftest: run once for the
+    # session; test_file_cli and test_real_media check other properties of the same run)
+    p, file_out = request.getfixturevalue("tiny_talk6_file" if asr else "tiny_talk6_file_no_asr")
     assert p.returncode == 0, p.stderr
-    ref = _jsonl_rows(tmp_path / "file" / "talk_6emotions.jsonl")
+    ref = _jsonl_rows(file_out / "talk_6emotions.jsonl")
     file_encoded = ENCODED.search(p.stderr).groups()
     t0 = time.monotonic()
     p = run("live", "--camera", str(TALK6), "--no-mic", "--model", str(tiny_ckpt), "--out", str(tmp_path / "live"), *extra)

@@ -41,8 +41,9 @@ def test_encoder_shapes_and_forward(tiny_model):
     assert torch.all(sim.abs() <= 1 + 1e-5)  # cosine similarities
 
 
-def test_vit_b32_architecture_shapes():
-    m = MerClip(ModelConfig(clip="ViT-B-32")).eval()
+def test_vit_b32_architecture_shapes(vit_b32_model):
+    m = vit_b32_model  # MerClip(ModelConfig(clip="ViT-B-32")), built once for the session (conftest)
+    assert m.cfg == ModelConfig(clip="ViT-B-32")
     assert m.embed_dim == 512 and m.image_size == 224
     assert len(m.cmd.layers) == 3 and m.cmd.layers["L"].self_attn.num_heads == 8
     assert m.label_encoder.label_ctx.shape == (8, 512)

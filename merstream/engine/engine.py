@@ -67,6 +67,9 @@ class Engine:
         self.audio_front = scorer.audio_front_end if self.use["A"] else None  # segments -> audio tower input
         if self.audio_front is not None:  # a Whisper tower's encoder is checked and loaded now, not at the first
             self.audio_front.load()  # segment (live: the first window's latency); a video-only run never loads it
+        self.text_front = scorer.text_front_end if self.use["L"] else None  # a frozen sentence encoder: loaded
+        if self.text_front is not None:  # now, not when the first words arrive
+            self.text_front.load()
         # models with speaker normalisation (log-Mel images): the stream's voice so far, updated once per segment
         self.speaker = (SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None
                         and scorer.cfg.audio_tower.type == "clip" else None)
@@ -389,7 +392,7 @@ class Engine:
         for t in texts - set(missing):
             self.text_cache.move_to_end(t)
         if missing:
-            for t, e in zip(missing, self.scorer.encode_text(self.scorer.tokenize(missing))):
+            for t, e in zip(missing, self.scorer.encode_text(self.scorer.text_inputs(missing))):
                 self.text_cache[t] = e
             self.counters.texts_encoded += len(missing)
         while len(self.text_cache) > TEXT_CACHE_SIZE:

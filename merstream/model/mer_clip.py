@@ -18,7 +18,7 @@ from ..config import ZERO_SHOT_TEMPLATES, ModelConfig
 from ..errors import MerstreamError
 from .decoder import CrossModalDecoder
 from .prompts import PromptLabelEncoder, prompt_tokens, text_tokens
-from .towers import TextTower, audio_tower, build_clip, clip_model_config, image_size, vision_tower
+from .towers import TextTower, audio_tower, build_clip, clip_model_config, image_size, text_tower, vision_tower
 
 
 
@@ -39,7 +39,7 @@ class MerClip(nn.Module):
                                  f"{self.image_size} px images; set audio.image_size to {self.image_size}")
         self.vision = vision_tower(clip) if "V" in mods else None
         self.audio = audio_tower(cfg, clip, self.embed_dim) if "A" in mods else None
-        self.text = TextTower(clip) if "L" in mods else None
+        self.text = text_tower(cfg, clip, self.embed_dim) if "L" in mods else None
         self.use_le = cfg.ablation in ("full", "no_cmd")
         self.use_cmd = cfg.ablation in ("full", "no_le")
         # the label encoder is also the source of the query Z^E, so CMD needs it
@@ -80,8 +80,22 @@ class MerClip(nn.Module):
         return audio_front_end(self.cfg)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[N, C] token ids -> [N, D] EOS embeddings."""
+        """[N, C] token ids (CLIP text tower: EOS embeddings) or [N, W] sentence vectors (minilm,
+        :meth:`text_inputs`) -> [N, D]."""
         return self.text(tokens)
+
+    def text_inputs(self, texts: list[str]) -> torch.Tensor:
+        """What :meth:`encode_text` takes for transcripts: CLIP token ids, or the frozen sentence
+        encoder's vectors (``merstream.model.text_frontends``)."""
+        front = self.text_front_end()
+        return self.tokenize(texts) if front is None else torch.from_numpy(front(texts))
+
+    def text_front_end(self):
+        """What makes :meth:`text_inputs` from transcripts (``merstream.model.text_frontends``); None
+        for the CLIP text tower, whose token ids come from :meth:`tokenize`."""
+        from .text_frontends import text_front_end
+
+        return text_front_end(self.cfg)
 
     def label_embeddings(self, labels: list[str] | None = None) -> torch.Tensor:
         tokens = self.label_tokens if labels is None else self.label_encoder.tokens(labels).to(self.logit_scale.device)
@@ -91,6 +105,7 @@ class MerClip(nn.Module):
         return self.label_encoder.encode_query()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """CLIP token ids (the CLIP text tower's input; label prompts use ``label_encoder.tokens``)."""
         return text_tokens(texts, self.context_length)
 
     @staticmethod
@@ -150,7 +165,7 @@ class MerClip(nn.Module):
         frame_mask: torch.Tensor | None = None,  # [B, T]
         spectrograms: torch.Tensor | None = None,  # [B, A, *item]: audio front-end outputs per segment
         segment_mask: torch.Tensor | None = None,  # [B, A]
-        tokens: torch.Tensor | None = None,  # [B, C]
+        tokens: torch.Tensor | None = None,  # [B, C] token ids, or [B, W] sentence vectors (text_inputs)
         present: dict[str, torch.Tensor] | None = None,
         labels: list[str] | None = None,
     ) -> torch.Tensor:

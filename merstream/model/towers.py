@@ -148,3 +148,29 @@ def audio_tower(cfg, clip: open_clip.CLIP, embed_dim: int) -> nn.Module:
     if cfg.audio_tower.type == "whisper":
         return WhisperTower(cfg.audio_tower, embed_dim)
     return vision_tower(clip)  # initialised from image weights (MER-CLIP)
+
+
+class SentenceHead(nn.Module):
+    """A frozen sentence encoder's unit vectors [N, W] (``text_frontends.MiniLMFrontEnd``) ->
+    LayerNorm -> MLP (``hidden`` 0: dropout and one linear layer) -> [N, D]: the trained part of a
+    minilm text tower."""
+
+    def __init__(self, tower, embed_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(tower.width)
+        if tower.hidden:
+            self.mlp = nn.Sequential(nn.Linear(tower.width, tower.hidden), nn.GELU(), nn.Dropout(tower.dropout),
+                                     nn.Linear(tower.hidden, embed_dim))
+        else:
+            self.mlp = nn.Sequential(nn.Dropout(tower.dropout), nn.Linear(tower.width, embed_dim))
+
+    def forward(self, sentences: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(sentences))
+
+
+def text_tower(cfg, clip: open_clip.CLIP, embed_dim: int) -> nn.Module:
+    """The transcript tower ``cfg.text_tower`` names (a ModelConfig): a copy of the CLIP text tower on
+    token ids, or the trained head over a frozen sentence encoder's vectors."""
+    if cfg.text_tower.type == "minilm":
+        return SentenceHead(cfg.text_tower, embed_dim)
+    return TextTower(clip)
