@@ -49,19 +49,41 @@ def card_for_checkpoint(checkpoint: Path, weights_sha256: str | None = None) -> 
 
 
 def pretrained_part(checkpoint: Path) -> str:
-    """" Pretrained: ..." for a model with a pretrained audio encoder (from its config), else ""."""
+    """" Pretrained: ..." for a model with pretrained encoders (from its config), else ""."""
     from .checkpoint_files import read_config
     from .errors import MerstreamError
 
     try:
-        t = read_config(checkpoint).audio_tower
+        cfg = read_config(checkpoint)
     except MerstreamError:
         return ""
-    if t.type != "whisper":
-        return ""
-    tuned = f"; its last {t.tuned_layers} layers tuned here (derived weights, same licence)" if t.tuned_layers else ""
-    return (f" Pretrained: the Whisper encoder of the package {t.package} ({package_licence(t.package)}; "
-            f"model.bin sha256 {t.sha256[:12]}...){tuned}.")
+    parts = []
+    t = cfg.audio_tower
+    if t.type == "whisper":
+        tuned = f"; its last {t.tuned_layers} layers tuned here (derived weights, same licence)" if t.tuned_layers else ""
+        parts.append(f"the Whisper encoder of the package {t.package} ({package_licence(t.package)}; "
+                     f"model.bin sha256 {t.sha256[:12]}...){tuned}")
+    t = cfg.text_tower
+    if t.type == "minilm":
+        card = model_card_licence(t.package)
+        parts.append(f"the frozen sentence encoder of the package {t.package} ({package_licence(t.package)}"
+                     f"{f'; its model card: {card}' if card else ''}; model.safetensors sha256 {t.sha256[:12]}...)")
+    return f" Pretrained: {'; '.join(parts)}." if parts else ""
+
+
+def model_card_licence(package: str) -> str | None:
+    """The ``license:`` of the model card (``model/README.md`` front matter) a package bundles, if any."""
+    from .model.frontends import package_dir
+
+    try:
+        text = (package_dir(package) / "model" / "README.md").read_text(errors="replace")
+    except Exception:  # not installed, no card: the package's own metadata is all there is
+        return None
+    head = text.split("---")[1] if text.startswith("---") and text.count("---") >= 2 else ""
+    for line in head.splitlines():
+        if line.strip().lower().startswith("license:"):
+            return line.split(":", 1)[1].strip() + " licence"
+    return None
 
 
 def package_licence(package: str) -> str:

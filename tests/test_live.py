@@ -237,25 +237,56 @@ def _jsonl_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()][1:-1]
 
 
+@pytest.fixture(scope="module")
+def live_on_the_clip(tiny_ckpt, tiny_talk6_file, tiny_talk6_file_no_asr, tmp_path_factory):
+    """`merstream live --camera talk_6emotions.mp4 --no-mic --model TINY`, with ASR and with --no-asr,
+    both played in real time at once (2 processes: the wall time of one, as test_export runs its two
+    backends). {asr: (exit status, stderr, seconds from start to that process's exit, --out folder)}.
+    The file-mode runs they are compared with (conftest) come first, so the ONNX export is cached."""
+    base = tmp_path_factory.mktemp("live_on_the_clip")
+    runs: dict[bool, tuple] = {}
+
+    def play(asr: bool, proc: subprocess.Popen, out: Path, t0: float) -> None:
+        _, err = proc.communicate(timeout=300)
+        runs[asr] = (proc.returncode, err, time.monotonic() - t0, out)
+
+    procs, threads = [], []
+    try:
+        for asr in (False, True):
+            out = base / ("asr" if asr else "no-asr")
+            t0 = time.monotonic()
+            proc = subprocess.Popen([sys.executable, "-m", "merstream", "live", "--camera", str(TALK6), "--no-mic",
+                                     "--model", str(tiny_ckpt), "--out", str(out), *([] if asr else ["--no-asr"])],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(proc)
+            threads.append(threading.Thread(target=play, args=(asr, proc, out, t0), daemon=True))
+            threads[-1].start()
+        for t in threads:
+            t.join(330)
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert sorted(runs) == [False, True], "a live run did not finish"
+    return runs
+
+
 @pytest.mark.parametrize("asr", [False, True], ids=["no-asr", "asr"])
-def test_live_on_the_clip_as_camera_matches_merstream_file(asr, tiny_ckpt, tmp_path, request):
-    extra = [] if asr else ["--no-asr"]
+def test_live_on_the_clip_as_camera_matches_merstream_file(asr, live_on_the_clip, request):
     # `merstream file` on the same clip with the same model and options (conftest: run once for the
     # session; test_file_cli and test_real_media check other properties of the same run)
     p, file_out = request.getfixturevalue("tiny_talk6_file" if asr else "tiny_talk6_file_no_asr")
     assert p.returncode == 0, p.stderr
     ref = _jsonl_rows(file_out / "talk_6emotions.jsonl")
     file_encoded = ENCODED.search(p.stderr).groups()
-    t0 = time.monotonic()
-    p = run("live", "--camera", str(TALK6), "--no-mic", "--model", str(tiny_ckpt), "--out", str(tmp_path / "live"), *extra)
-    assert p.returncode == 0, p.stderr
-    assert time.monotonic() - t0 > 12.6  # played in real time
-    meta, live, end = timeline(tmp_path / "live")
+    returncode, err, seconds, out = live_on_the_clip[asr]  # `merstream live --camera TALK6 --no-mic [--no-asr]`
+    assert returncode == 0, err
+    assert seconds > 12.6  # played in real time
+    meta, live, end = timeline(out)
     assert end == {"complete": True, "windows": len(live)} and meta["asr"] is asr
     # the same windows, with the same frames and audio segments, each encoded once as in file mode
     keys = ("index", "start", "end", "frames", "segments")
     assert [[w[k] for k in keys] for w in live] == [[w[k] for k in keys] for w in ref]
-    assert ENCODED.search(p.stderr).groups() == file_encoded
+    assert ENCODED.search(err).groups() == file_encoded
     assert all(0 <= w["latency"] < 10 for w in live)
     if not asr:  # the same media in the same engine: the same labels and scores
         assert [(w["labels"], w["top"], w["modalities"]) for w in live] == [(w["labels"], w["top"], w["modalities"]) for w in ref]

@@ -81,11 +81,12 @@ def test_sigkill_leaves_only_partial_files(talk64, tiny_ckpt, tmp_path):
     assert len([x for x in rows(partial) if "index" in x]) >= 3
 
 
-def test_a_run_that_ends_normally_has_only_final_names(tiny_ckpt, tmp_path):
-    p = run("file", str(TALK6), "--model", str(tiny_ckpt), "--no-asr", "--out", str(tmp_path))
+def test_a_run_that_ends_normally_has_only_final_names(tiny_talk6_file_no_asr):
+    # `file TALK6 --model TINY --no-asr --out DIR` (conftest: run once for the session into a folder of its own)
+    p, out = tiny_talk6_file_no_asr
     assert p.returncode == 0, p.stderr
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["talk_6emotions.csv", "talk_6emotions.jsonl", "talk_6emotions.png"]
-    end = rows(tmp_path / "talk_6emotions.jsonl")[-1]["end"]
+    assert sorted(f.name for f in out.iterdir()) == ["talk_6emotions.csv", "talk_6emotions.jsonl", "talk_6emotions.png"]
+    end = rows(out / "talk_6emotions.jsonl")[-1]["end"]
     assert end["complete"] is True and end["windows"] == 12 and "error" not in end
 
 
@@ -196,10 +197,11 @@ def test_a_video_stream_that_starts_late(tiny_ckpt, tmp_path, offset):
 
 @pytest.fixture(scope="module")
 def two_tracks(tmp_path_factory) -> Path:
-    """A sine as audio track 0 and the speech as track 1, marked default."""
+    """A sine as audio track 0 and the speech as track 1, marked default: the clip's first 4 s (its
+    first sentence, "Don't forget a jacket", and 3 windows; which track is used needs no more)."""
     p = tmp_path_factory.mktemp("two") / "two.mp4"
-    ffmpeg("-i", str(TALK6), "-f", "lavfi", "-i", "sine=f=440:d=12.7", "-map", "0:v", "-map", "1:a", "-map", "0:a",
-           "-c:v", "copy", "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default", str(p))
+    ffmpeg("-i", str(TALK6), "-f", "lavfi", "-i", "sine=f=440:d=4", "-map", "0:v", "-map", "1:a", "-map", "0:a",
+           "-t", "4", "-c:v", "copy", "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default", str(p))
     audio = [s for s in ffprobe(p, "-show_streams")["streams"] if s["codec_type"] == "audio"]
     assert [s["disposition"]["default"] for s in audio] == [0, 1]
     return p
@@ -260,7 +262,18 @@ def portrait(tmp_path_factory) -> tuple[Path, Path]:
     return d / "portrait.mp4", d / "upright.mp4"
 
 
-def test_rotated_video_is_decoded_upright(portrait, tmp_path):
+@pytest.fixture(scope="module")
+def portrait_file_run(portrait, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """`merstream file portrait.mp4 --no-asr --no-plot --record R` with the default model, run once:
+    (the process, its --out folder, R). Its timeline and its annotated video are checked by two tests."""
+    out = tmp_path_factory.mktemp("portrait_run")
+    rec = out / "file.annotated.mp4"
+    p = run("file", str(portrait[0]), "--no-asr", "--no-plot", "--record", str(rec), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    return p, out, rec
+
+
+def test_rotated_video_is_decoded_upright(portrait, portrait_file_run, tmp_path):
     import cv2
 
     from merstream.faces import FaceCropper
@@ -277,10 +290,13 @@ def test_rotated_video_is_decoded_upright(portrait, tmp_path):
                for a, b in zip(got, want))
     assert near >= 36
     tops = {}
-    for path in portrait:  # the default model crops the face: sideways frames change its labels
-        p = run("file", str(path), "--no-asr", "--no-plot", "--out", str(tmp_path))
-        assert p.returncode == 0, p.stderr
-        tops[path.stem] = [w["top"] for w in rows(tmp_path / f"{path.stem}.jsonl")[1:-1]]
+    # the default model crops the face: sideways frames change its labels. The portrait file's run
+    # is the fixture's (with --record, which writes the annotated video after the timeline)
+    _, portrait_out, _ = portrait_file_run
+    p = run("file", str(portrait[1]), "--no-asr", "--no-plot", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    for path, out in zip(portrait, (portrait_out, tmp_path)):
+        tops[path.stem] = [w["top"] for w in rows(out / f"{path.stem}.jsonl")[1:-1]]
     assert len(tops["portrait"]) == 12
     assert sum(a == b for a, b in zip(tops["portrait"], tops["upright"])) >= 11
 
@@ -351,9 +367,8 @@ def test_bad_audio_config_values_are_config_errors(key, value):
         AudioConfig(**{key: value})
 
 
-def test_rotated_video_file_record_is_upright(portrait, tmp_path):
-    rec = tmp_path / "file.annotated.mp4"
-    p = run("file", str(portrait[0]), "--no-asr", "--no-plot", "--record", str(rec), "--out", str(tmp_path))
+def test_rotated_video_file_record_is_upright(portrait, portrait_file_run):
+    p, _, rec = portrait_file_run  # `file portrait.mp4 --no-asr --no-plot --record REC`
     assert p.returncode == 0, p.stderr
     v = ffprobe(rec, "-select_streams", "v", "-show_streams")["streams"][0]
     assert (v["width"], v["height"]) == (480, 360)  # as a player shows the portrait file
@@ -403,14 +418,16 @@ def test_a_url_given_to_file_is_named_as_a_stream_not_mangled_into_a_path():
 
 
 def test_record_from_matroska_with_audio_keeps_the_audio(tmp_path):
-    mkv = tmp_path / "talk.mkv"
-    ffmpeg("-i", str(TALK6), "-c", "copy", str(mkv))
+    mkv = tmp_path / "talk.mkv"  # the clip's first 4.5 s (packets copied): re-muxing needs no more
+    ffmpeg("-i", str(TALK6), "-t", "4.5", "-c", "copy", str(mkv))
     assert ffprobe(mkv, "-show_format")["format"]["format_name"].startswith("matroska")
+    src_seconds = float(ffprobe(mkv, "-show_format")["format"]["duration"])
+    assert 4.4 < src_seconds < 5.0
     out = tmp_path / "rec.mp4"
     p = run("file", str(mkv), "--no-asr", "--no-plot", "--record", str(out), "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr  # Matroska's audio packets cannot be copied into MP4: re-encoded
     streams = {s["codec_type"]: s for s in ffprobe(out, "-show_streams")["streams"]}
-    assert streams["audio"]["codec_name"] == "aac" and abs(float(streams["audio"]["duration"]) - 12.7) < 0.3
+    assert streams["audio"]["codec_name"] == "aac" and abs(float(streams["audio"]["duration"]) - src_seconds) < 0.3
 
 
 def test_a_timeline_names_its_media_by_absolute_path_so_its_report_finds_it_from_anywhere(tmp_path):

