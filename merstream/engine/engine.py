@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections import OrderedDict, deque
 
 import numpy as np
@@ -67,9 +68,9 @@ class Engine:
         self.audio_front = scorer.audio_front_end if self.use["A"] else None  # segments -> audio tower input
         if self.audio_front is not None:  # a Whisper tower's encoder is checked and loaded now, not at the first
             self.audio_front.load()  # segment (live: the first window's latency); a video-only run never loads it
-        self.text_front = scorer.text_front_end if self.use["L"] else None  # a frozen sentence encoder: loaded
-        if self.text_front is not None:  # now, not when the first words arrive
-            self.text_front.load()
+        self.text_front = scorer.text_front_end if self.use["L"] else None  # a frozen sentence encoder (its
+        if self.text_front is not None:  # weights already checked): loaded beside the first seconds of media,
+            threading.Thread(target=self._load_quietly, args=(self.text_front,), daemon=True).start()  # not at the first words
         # models with speaker normalisation (log-Mel images): the stream's voice so far, updated once per segment
         self.speaker = (SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None
                         and scorer.cfg.audio_tower.type == "clip" else None)
@@ -385,6 +386,14 @@ class Engine:
                 self.speaker_offsets[key] = self.speaker.offset
             out[i] = images[i] + self.speaker_offsets[key][None, :, None]
         return out
+
+    @staticmethod
+    def _load_quietly(front) -> None:
+        """Load in the background; a failure is raised again, as a one-line error, by the first use."""
+        try:
+            front.load()
+        except Exception:
+            pass
 
     def _encode_texts(self, texts: set[str], uses: int | None = None) -> None:
         missing = sorted(t for t in texts if t not in self.text_cache)

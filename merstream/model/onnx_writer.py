@@ -76,8 +76,9 @@ class GraphWriter:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="merstream")
 
 
-def cpu_session(model: bytes, threads: int | None = None):
-    """An onnxruntime CPU session of a serialised graph (no busy-waiting: ASR runs beside it)."""
+def cpu_session(model, threads: int | None = None):
+    """An onnxruntime CPU session of a serialised graph (bytes, or the path of a .onnx file; no
+    busy-waiting: ASR runs beside it)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -85,4 +86,4 @@ def cpu_session(model: bytes, threads: int | None = None):
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model) if not isinstance(model, bytes) else model, opts, providers=["CPUExecutionProvider"])

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import ModelConfig, TextTowerConfig
 from ..errors import MerstreamError
 from ..user_cache import cache_root
-from .frontends import cached_bytes, packaged_file
+from .frontends import cached_model, packaged_file
 
 WEIGHTS_FILE = "model/model.safetensors"
 BATCH = 32
@@ -96,7 +96,7 @@ class MiniLMFrontEnd:
                 raw = os.environ.get("MERSTREAM_TEXT_THREADS", "0")
                 if not raw.isdigit():
                     raise MerstreamError(f"MERSTREAM_TEXT_THREADS must be a whole number of threads, got {raw!r}")
-                self._session = cpu_session(cached_bytes(self._graph_key(), self._build_graph), int(raw) or None)
+                self._session = cpu_session(cached_model(self._graph_key(), self._build_graph), int(raw) or None)
             return self._session, tok
 
     def load(self) -> None:
