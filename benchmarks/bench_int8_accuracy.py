@@ -121,7 +121,7 @@ def main() -> int:
         results.append(compare("A RAVDESS 19-20 + EmoDB 15-16 clips", a, b, fp32.predict(a), int8.predict(b), y_of(speech)))
 
         texts = split_of(sets["meld"], "test")[: args.texts]
-        tok = fp32.tokenize([s.text for s in texts])
+        tok = fp32.text_inputs([s.text for s in texts])
         a, b = (one_modality_scores(s, "L", s.encode_text(tok)) for s in (fp32, int8))
         results.append(compare("L MELD test transcripts", a, b, fp32.predict(a), int8.predict(b), y_of(texts)))
 

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = list(EMOTIONS_6)
 SOURCES = ("meld", "emorynlp")
 SPLITS = ("train", "val", "test")
-SHIPPED = ROOT / "merstream" / "assets" / "merstream-small-v2"  # v1 (merstream-small) figures: docs/default-model.md
+SHIPPED = ROOT / "merstream" / "assets" / "merstream-small-v3"  # v1 / v2 figures: docs/default-model.md
 
 
 def load_text(data: Path) -> dict[str, dict[str, tuple[list[str], np.ndarray]]]:
@@ -170,14 +170,14 @@ def time_shipped_tower(texts: list[str], n1: int) -> dict | None:
         model = load_checkpoint(str(SHIPPED)).float().eval()
     except Exception as e:  # timing only; the comparison figures come from report.json
         return {"error": str(e)}
-    toks = model.tokenize(texts[:n1])
-    model.encode_text(toks[:1])
+    toks = model.text_inputs(texts[:1])  # the front end (tokenizer or sentence encoder) is timed too
+    model.encode_text(toks)
     t = time.perf_counter()
     for i in range(n1):
-        model.encode_text(toks[i: i + 1])
+        model.encode_text(model.text_inputs(texts[i: i + 1]))
     ms = (time.perf_counter() - t) / n1 * 1e3
     n_params = sum(p.numel() for p in model.text.parameters())
-    return {"batch1_ms": ms, "text_tower_params_M": n_params / 1e6, "context_length": int(toks.shape[1])}
+    return {"batch1_ms": ms, "text_tower_params_M": n_params / 1e6, "input_width": int(toks.shape[1])}
 
 
 def shipped_figures() -> dict:
