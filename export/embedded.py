@@ -1,7 +1,7 @@
 """Export the embedded default model's checkpoint to the ONNX graphs shipped beside it, so that a
 fresh install scores without exporting (and without torch):
 
-    python -m export.embedded [--model merstream/assets/merstream-small-v3]
+    python -m export.embedded [--model merstream/assets/merstream-small-v4]
 
 ``training.build_default_model`` runs this after each build; the parity check is the usual one.
 """

@@ -163,6 +163,7 @@ class ModelConfig:
     window: float = 2.0  # default window length (s) for runs with this model
     hop: float = 1.0  # default hop (s) between window starts
     face_crop: bool = False  # frames: the largest face, grey (FER-style), instead of the whole frame
+    mirror_faces: bool = False  # a frame's embedding is the mean of the frame's and its mirror image's
     audio: AudioConfig = field(default_factory=AudioConfig)
     audio_tower: AudioTowerConfig = field(default_factory=AudioTowerConfig)  # default: today's CLIP tower
     text_tower: TextTowerConfig = field(default_factory=TextTowerConfig)  # default: the CLIP text tower
@@ -192,6 +193,8 @@ class ModelConfig:
         dupes = duplicate_labels(self.labels)
         if dupes:
             raise MerstreamError(f"config: duplicate labels {dupes}")
+        if not isinstance(self.mirror_faces, bool):
+            raise MerstreamError(f"config: mirror_faces must be true or false, got {self.mirror_faces!r}")
         if not (isinstance(self.num_frames, int) and self.num_frames > 0):
             raise MerstreamError(f"config: num_frames must be a positive integer, got {self.num_frames!r}")
         if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):

@@ -1,7 +1,7 @@
 """Which model scores a run: a checkpoint, an ONNX export, a zero-shot CLIP, or the default.
 
 ``resolve_scorer(None)`` uses the embedded default model when the package ships one
-(``merstream/assets/merstream-small-v3``: the checkpoint, and its ONNX export in ``onnx/``, which the
+(``merstream/assets/merstream-small-v4``: the checkpoint, and its ONNX export in ``onnx/``, which the
 default backend scores with onnxruntime, no torch imported); otherwise a randomly initialised tiny
 model, with a notice saying its scores are meaningless. With the default ``backend="auto"`` other
 checkpoints are scored by onnxruntime through a cached export (see :mod:`merstream.export_cache`);
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .model.mer_clip import MerClip
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_MODEL_NAME = "merstream-small-v3"
+DEFAULT_MODEL_NAME = "merstream-small-v4"
 DEFAULT_MODEL_DIR = ASSETS / DEFAULT_MODEL_NAME
 DEFAULT_EXPORT_DIR = DEFAULT_MODEL_DIR / "onnx"  # made by `python -m export.embedded`
 

@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# torch's OpenMP threads sleep instead of spinning while they wait for work (set before torch is
+# imported here or in the CLI subprocesses, which inherit it). Same threads, same results; on a CPU
+# shared with other work (CI runners, a training run beside the tests) spinning threads of two
+# processes starve each other: the in-process torch tests ran about twice as slow under such load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # the ONNX export cache (checkpoints run with --backend auto are exported once) lives in the test run
 os.environ["MERSTREAM_CACHE"] = tempfile.mkdtemp(prefix="merstream-test-cache-")
 

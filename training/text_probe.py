@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = list(EMOTIONS_6)
 SOURCES = ("meld", "emorynlp")
 SPLITS = ("train", "val", "test")
-SHIPPED = ROOT / "merstream" / "assets" / "merstream-small-v3"  # v1 / v2 figures: docs/default-model.md
+SHIPPED = ROOT / "merstream" / "assets" / "merstream-small-v4"  # v1 / v2 figures: docs/default-model.md
 
 
 def load_text(data: Path) -> dict[str, dict[str, tuple[list[str], np.ndarray]]]:

@@ -2,7 +2,7 @@
 export through onnxruntime, the streaming engine with the model's window and hop, ASR off, the
 video track ignored), the clip's answer being the top label of the mean of its windows' scores.
 
-    python -m training.voice_check [--model merstream/assets/merstream-small-v3/onnx] [--split test|val]
+    python -m training.voice_check [--model merstream/assets/merstream-small-v4/onnx] [--split test|val]
                                    [--gain-db -10]
 
 Sets: RAVDESS actors 19-20 and EmoDB speakers 15-16 (``--split test``; 17-18 and 14 with ``val``),

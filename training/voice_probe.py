@@ -2,7 +2,7 @@
 frozen clip embeddings of merstream's audio tower and, for comparison, of a pretrained speech
 encoder (the encoder of the faster-whisper tiny.en model merstream ships for ASR).
 
-    python -m training.voice_probe [--model merstream/assets/merstream-small-v3] [--data ../shared/data]
+    python -m training.voice_probe [--model merstream/assets/merstream-small-v4] [--data ../shared/data]
 
 Each clip becomes one vector (the audio tower: mean over its 2 s segments, speaker normalised when
 the model is; Whisper: mean over its encoder frames). The same probe (class-weighted logistic

@@ -57,7 +57,11 @@ class MerClip(nn.Module):
 
     # ---- encoders (one embedding per item) -------------------------------------------------
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 3, S, S] normalised frames -> [N, D] class-token embeddings."""
+        """[N, 3, S, S] normalised frames -> [N, D] class-token embeddings; with ``mirror_faces``, the
+        mean of each frame's and its left-right mirror image's (a face means the same emotion
+        mirrored, and the tower, trained on randomly mirrored faces, errs differently on the two)."""
+        if self.cfg.mirror_faces:
+            return (self.vision(images) + self.vision(images.flip(-1))) / 2
         return self.vision(images)
 
     def encode_audio(self, spectrograms: torch.Tensor) -> torch.Tensor:
