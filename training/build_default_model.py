@@ -1,11 +1,17 @@
-"""Rebuild the embedded default model ``merstream-small-v3`` on ../shared/data, in two stages.
+"""Rebuild the embedded default model ``merstream-small-v4`` on ../shared/data, in three stages.
 
     # 1. merstream-small-v2 (~65-95 min, 2 cores; git history holds its weights: commit 77c5496)
     python -m training.build_default_model --warm-up-v 12000 --threads 2 --out build/merstream-small-v2
-    # 2. merstream-small-v3: v2's face and voice towers kept, the words read by a frozen MiniLM (~15 min)
+    # 2. merstream-small-v3: v2's face and voice towers kept, the words read by a frozen MiniLM (~15 min;
+    #    git history holds its weights: commit e76388b)
     python -m training.build_default_model --init-from build/merstream-small-v2 --freeze VA \
         --warm-up-v 0 --warm-up-a 0 --text-tower minilm --text-hidden 0 --warm-up-l 500 \
-        --text-sampling natural --text-metric wf1 --steps 1500 --threads 2
+        --text-sampling natural --text-metric wf1 --steps 1500 --threads 2 --out build/merstream-small-v3
+    # 3. merstream-small-v4: v3's face tower trained further with the decoder, voice and words frozen
+    #    (~51 min with --threads 1 beside another build)
+    python -m training.build_default_model --init-from build/merstream-small-v3 --freeze AL \
+        --warm-up-v 0 --warm-up-a 0 --text-tower minilm --text-hidden 0 --text-sampling natural \
+        --text-metric wf1 --steps 3000 --threads 1
     python -m training.build_default_model --audio-tower clip --warm-up-v 5000 --threads 1 \
         --out merstream/assets/merstream-small   # v1: every tower from scratch
 
@@ -15,6 +21,9 @@ all-MiniLM-L6-v2 sentence vectors (``--text-tower minilm``, from the pinned ``gt
 with the decoder and the label prompts; the words' own loss sees utterances as often as they occur
 in conversation (``--text-sampling natural``) and the words are validated by weighted F1
 (``--text-metric wf1``), so that a neutral sentence reads as neutral (docs/default-model.md).
+Stage 3 keeps the voice and text towers of v3 as they are (``--freeze AL``) and trains the face
+tower further, with the decoder and the label prompts, through the usual per-modality and fused
+losses; the voice and words still count in the validation mean that selects the step.
 
 Same MER-CLIP architecture as the paper (CLIP-style towers -- here open_clip's ModifiedResNet at
 64 px -- for face crops of frames, a text tower for transcripts, a frozen text-tower label encoder
