@@ -212,7 +212,14 @@ class ModelConfig:
         return list(self.fusion_order)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as JSON-ready data. Options added after models were built (``WRITTEN_WHEN_SET``)
+        are left out at their default, so that rebuilding such a model writes the same files (and the
+        same weights sha256) as the build that shipped it, and export caches keep their keys."""
+        d = dataclasses.asdict(self)
+        for name, default in WRITTEN_WHEN_SET.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -228,6 +235,10 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
         return cls.from_dict(read_json_object(path, "model config"))
+
+
+# options added after shipped models were built -> their default (which those models use)
+WRITTEN_WHEN_SET = {"mirror_faces": False}
 
 
 def duplicate_labels(labels: list[str]) -> list[str]:

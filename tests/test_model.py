@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -248,6 +249,23 @@ def test_config_json_round_trip_and_errors(tmp_path):
         ModelConfig(fusion_order=["L", "L"])
     with pytest.raises(MerstreamError, match="ablation"):
         ModelConfig(ablation="none")
+
+
+def test_the_embedded_models_config_is_written_back_byte_for_byte():
+    """Options added after a model was built (``mirror_faces``) are written only when set, so loading
+    and saving the embedded model's config reproduces its file, and a rebuild gives its weights sha256
+    (the checkpoint's metadata holds the same JSON)."""
+    from pathlib import Path
+
+    from merstream.models import DEFAULT_MODEL_DIR
+
+    shipped = Path(DEFAULT_MODEL_DIR) / "config.json"
+    cfg = ModelConfig.load(shipped)
+    out = shipped.read_text()
+    assert "mirror_faces" not in out and cfg.mirror_faces is False
+    assert json.dumps(cfg.to_dict(), indent=2) + "\n" == out
+    cfg.mirror_faces = True
+    assert cfg.to_dict()["mirror_faces"] is True and ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_unknown_architecture_is_clear():
