@@ -176,3 +176,27 @@ def test_bad_options_and_labels_are_one_line_errors(tiny_ckpt, tmp_path):
         assert p.returncode == code and "Traceback" not in err, err
         errors = [x for x in err.splitlines() if x.startswith("error:")]
         assert len(errors) == 1 and needle in errors[0], err
+
+
+def test_a_run_shorter_than_the_sentence_encoders_load_exits_cleanly(tmp_path):
+    """The embedded model loads its sentence encoder in a background thread while media is read. A
+    0.1 s clip with ASR on is scored before that load ends; the process must wait for it, not abort
+    inside onnxruntime ("terminate called without an active exception", exit 134, every time before
+    2026-12-03). The same holds when the run stops at once on an --out it cannot write."""
+    from merstream.config import ModelConfig
+    from merstream.model.text_frontends import text_front_end
+    from merstream.models import DEFAULT_MODEL_DIR
+
+    text_front_end(ModelConfig.load(DEFAULT_MODEL_DIR / "config.json")).load()  # the graph cached: the runs'
+    clip = tmp_path / "tenth.mp4"  # loads then go straight into onnxruntime (where exiting aborted)
+    ffmpeg("-i", str(TALK6), "-t", "0.1", str(clip))
+    for attempt in (1, 2):
+        p = run("file", str(clip), "--no-plot", "--out", str(tmp_path / "tl"))
+        err = p.stderr.decode()
+        assert p.returncode == 0 and "terminate called" not in err, (attempt, err)
+        rows = lines(tmp_path / "tl" / "tenth.jsonl")
+        assert rows[-1]["end"] == {"complete": True, "windows": 1} and len(rows) == 3
+    p = run("file", str(TALK6), "--no-plot", "--out", str(TALK6 / "x"))
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "terminate called" not in err, err
+    assert [x for x in err.splitlines() if x.startswith("error:")], err

@@ -70,7 +70,10 @@ class Engine:
             self.audio_front.load()  # segment (live: the first window's latency); a video-only run never loads it
         self.text_front = scorer.text_front_end if self.use["L"] else None  # a frozen sentence encoder (its
         if self.text_front is not None:  # weights already checked): loaded beside the first seconds of media,
-            threading.Thread(target=self._load_quietly, args=(self.text_front,), daemon=True).start()  # not at the first words
+            # not at the first words. Not a daemon: the interpreter waits for it at exit, as a process must
+            # not end while a thread is inside onnxruntime's session set-up (a clip shorter than the load,
+            # or an early error, aborted with "terminate called without an active exception")
+            threading.Thread(target=self._load_quietly, args=(self.text_front,), name="merstream-text-load").start()
         # models with speaker normalisation (log-Mel images): the stream's voice so far, updated once per segment
         self.speaker = (SpeakerNorm(scorer.audio_cfg) if scorer.audio_cfg.speaker_mean is not None
                         and scorer.cfg.audio_tower.type == "clip" else None)
