@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import os
+import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,8 @@ def _src(media: Media, page: Path) -> tuple[str, bool]:
         return f"data:{mime};base64," + base64.b64encode(media.path.read_bytes()).decode("ascii"), False
     try:
         rel = os.path.relpath(media.path.resolve(), page.resolve().parent)
-        return "/".join(rel.split(os.sep)).replace("%", "%25").replace("#", "%23").replace("?", "%3F"), True
+        # percent-encoded from the name's bytes, so a name that is not valid UTF-8 still links to its file
+        return urllib.parse.quote(os.fsencode("/".join(rel.split(os.sep))), safe="/"), True
     except ValueError:  # another drive (Windows)
         return media.path.resolve().as_uri(), True
 
@@ -296,7 +298,8 @@ def write_report(timeline: str | Path, media: str | Path | None = None, out: str
     if page.suffix.lower() not in (".html", ".htm"):
         raise MerstreamError(f"the report is an HTML file: {page} must end in .html")
     m = find_media(tl, media)
-    text = render(tl, m, page)
+    # a file name that is not valid UTF-8 reaches Python with surrogates: shown as U+FFFD on the page
+    text = render(tl, m, page).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
         with replaced_whole(page) as tmp:

@@ -81,14 +81,27 @@ def test_broken_media_gives_one_line_error(corpus, tiny_ckpt, tmp_path, name, ne
     assert not (tmp_path / (Path(name).stem + ".jsonl")).exists()  # nothing that looks complete
 
 
-def test_non_utf8_path(corpus, tiny_ckpt, tmp_path):
+def test_non_utf8_path(corpus, tiny_ckpt, tmp_path, monkeypatch):
+    """A file name that is not valid UTF-8: timeline, and a report whose page shows the name with
+    U+FFFD and links the media by its bytes (it failed with "unexpected UnicodeEncodeError" before)."""
     odd = os.fsencode(str(corpus)) + b"/caf\xe9_\xff.mp4"
     p = subprocess.run([os.fsencode(sys.executable), b"-m", b"merstream", b"file", odd, b"--model", os.fsencode(str(tiny_ckpt)),
-                        b"--no-asr", b"--no-plot", b"--out", os.fsencode(str(tmp_path))], capture_output=True, timeout=600)
+                        b"--no-asr", b"--no-plot", b"--report", b"--out", os.fsencode(str(tmp_path))], capture_output=True, timeout=600)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     out = os.fsencode(str(tmp_path)) + b"/caf\xe9_\xff.jsonl"
     rows = [json.loads(x) for x in open(out, "rb").read().decode().splitlines()]
     assert rows[-1]["end"]["complete"] is True and rows[-1]["end"]["windows"] == 12
+    page = open(os.fsencode(str(tmp_path)) + b"/caf\xe9_\xff.html", "rb").read().decode("utf-8")  # valid UTF-8
+    assert "caf\ufffd_\ufffd" in page and 'src="data:video/mp4;base64,' in page
+    from merstream import report
+
+    monkeypatch.setattr(report, "EMBED_LIMIT", 0)  # linked, not embedded
+    linked, _ = report.write_report(os.fsdecode(out), out=tmp_path / "pages" / "linked.html")
+    text = linked.read_text(encoding="utf-8")
+    src = text.split('id="player"')[1].split('src="')[1].split('"')[0]
+    assert src.endswith("/caf%E9_%FF.mp4"), src
+    from urllib.parse import unquote_to_bytes
+    assert os.path.exists(os.path.join(os.fsencode(str(linked.parent)), unquote_to_bytes(src)))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
