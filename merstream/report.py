@@ -224,6 +224,7 @@ STATE_TEXT = {
     "complete": "complete",
     "partial": "partial: the run was cut short",
     "unfinished": "unfinished: no end line (a live run still writing, or one that died)",
+    "damaged": "damaged: the end line counts {counted} windows, the file holds {held}",
 }
 
 
@@ -244,7 +245,7 @@ def _summary(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
         swatch = f'<i style="background:{col[lab]}"></i>' if lab else '<i style="background:#ddd"></i>'
         rows.append(f'<tr><td class="legend"><span>{swatch}{html.escape(lab or "no modality (gap)")}</span></td>'
                     f'<td class="num">{share * 100:.0f} %</td></tr>')
-    state = STATE_TEXT[tl.state]
+    state = STATE_TEXT[tl.state].format(counted=len(tl.windows) + tl.missing_windows, held=len(tl.windows))
     if tl.end and tl.end.get("error"):
         state += f" ({tl.end['error']})"
     facts = [
@@ -298,6 +299,8 @@ def write_report(timeline: str | Path, media: str | Path | None = None, out: str
     if page.suffix.lower() not in (".html", ".htm"):
         raise MerstreamError(f"the report is an HTML file: {page} must end in .html")
     m = find_media(tl, media)
+    if tl.state == "damaged":  # said on the page and by the command, not only in the badge
+        m.notes.append(STATE_TEXT["damaged"].format(counted=len(tl.windows) + tl.missing_windows, held=len(tl.windows)))
     # a file name that is not valid UTF-8 reaches Python with surrogates: shown as U+FFFD on the page
     text = render(tl, m, page).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     try:

@@ -23,9 +23,19 @@ class Timeline:
     skipped_tail: bool = False  # a half-written last line (a live run mid-write) was left out
 
     @property
+    def missing_windows(self) -> int:
+        """Windows the end line counts that the file does not hold (lines deleted or lost); 0 without
+        an end line or a count, negative when the file holds more than it counts."""
+        n = (self.end or {}).get("windows")
+        return n - len(self.windows) if isinstance(n, int) and not isinstance(n, bool) else 0
+
+    @property
     def state(self) -> str:
-        """``complete``, ``partial`` (cut short: an error, a signal) or ``unfinished`` (no end line)."""
+        """``complete``, ``partial`` (cut short: an error, a signal), ``unfinished`` (no end line) or
+        ``damaged`` (the end line counts other windows than the file holds)."""
         if self.end is not None:
+            if self.missing_windows:
+                return "damaged"
             return "complete" if self.end.get("complete") else "partial"
         if ".partial" in self.path.suffixes:
             return "partial"

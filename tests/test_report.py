@@ -172,6 +172,13 @@ def test_partial_unfinished_and_gap_windows(talk6, tmp_path, browser):
     text = partial.with_suffix(".html").read_text()
     assert 'class="badge partial"' in text and "interrupted (SIGINT)" in text and "first 6.0 s of 12.7 s" in text
 
+    # a window line lost (deleted by hand): the end line's count says so
+    damaged = write_lines(tmp_path / "damaged.jsonl", rows[:4] + rows[5:])
+    p = run("report", str(damaged), "--media", str(TALK6))
+    assert p.returncode == 0, p.stderr
+    assert "damaged: the end line counts 12 windows, the file holds 11" in p.stderr
+    assert 'class="badge damaged"' in damaged.with_suffix(".html").read_text()
+
     # a live run still writing: no end line, the last line half-written; one window had no modality
     gap = dict(rows[3], scores=None, top=None, labels=[], modalities="", text="")
     live = write_lines(tmp_path / "live.jsonl", rows[:3] + [gap] + rows[4:7], tail='{"index": 7, "sta')
