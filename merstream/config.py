@@ -216,9 +216,9 @@ class ModelConfig:
         are left out at their default, so that rebuilding such a model writes the same files (and the
         same weights sha256) as the build that shipped it, and export caches keep their keys."""
         d = dataclasses.asdict(self)
-        for name, default in WRITTEN_WHEN_SET.items():
-            if d[name] == default:
-                del d[name]
+        for f in dataclasses.fields(self):
+            if f.name in WRITTEN_WHEN_SET and d[f.name] == f.default:
+                del d[f.name]
         return d
 
     @classmethod
@@ -237,8 +237,8 @@ class ModelConfig:
         return cls.from_dict(read_json_object(path, "model config"))
 
 
-# options added after shipped models were built -> their default (which those models use)
-WRITTEN_WHEN_SET = {"mirror_faces": False}
+# options added after shipped models were built (those models use the options' defaults)
+WRITTEN_WHEN_SET = ("mirror_faces",)
 
 
 def duplicate_labels(labels: list[str]) -> list[str]:

@@ -228,6 +228,11 @@ STATE_TEXT = {
 }
 
 
+def state_text(tl: Timeline) -> str:
+    """The timeline's completeness in words (``STATE_TEXT``, with a damaged one's window counts)."""
+    return STATE_TEXT[tl.state].format(counted=len(tl.windows) + tl.missing_windows, held=len(tl.windows))
+
+
 def _card_facts(card) -> list[tuple[str, str]]:
     """The model card of the timeline's meta line (merstream version, weights sha256, licence)."""
     if not isinstance(card, dict):
@@ -245,7 +250,7 @@ def _summary(tl: Timeline, labels: list[str], col: dict[str, str]) -> str:
         swatch = f'<i style="background:{col[lab]}"></i>' if lab else '<i style="background:#ddd"></i>'
         rows.append(f'<tr><td class="legend"><span>{swatch}{html.escape(lab or "no modality (gap)")}</span></td>'
                     f'<td class="num">{share * 100:.0f} %</td></tr>')
-    state = STATE_TEXT[tl.state].format(counted=len(tl.windows) + tl.missing_windows, held=len(tl.windows))
+    state = state_text(tl)
     if tl.end and tl.end.get("error"):
         state += f" ({tl.end['error']})"
     facts = [
@@ -300,7 +305,7 @@ def write_report(timeline: str | Path, media: str | Path | None = None, out: str
         raise MerstreamError(f"the report is an HTML file: {page} must end in .html")
     m = find_media(tl, media)
     if tl.state == "damaged":  # said on the page and by the command, not only in the badge
-        m.notes.append(STATE_TEXT["damaged"].format(counted=len(tl.windows) + tl.missing_windows, held=len(tl.windows)))
+        m.notes.append(state_text(tl))
     # a file name that is not valid UTF-8 reaches Python with surrogates: shown as U+FFFD on the page
     text = render(tl, m, page).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     try:

@@ -255,11 +255,9 @@ def test_the_embedded_models_config_is_written_back_byte_for_byte():
     """Options added after a model was built (``mirror_faces``) are written only when set, so loading
     and saving the embedded model's config reproduces its file, and a rebuild gives its weights sha256
     (the checkpoint's metadata holds the same JSON)."""
-    from pathlib import Path
-
     from merstream.models import DEFAULT_MODEL_DIR
 
-    shipped = Path(DEFAULT_MODEL_DIR) / "config.json"
+    shipped = DEFAULT_MODEL_DIR / "config.json"
     cfg = ModelConfig.load(shipped)
     out = shipped.read_text()
     assert "mirror_faces" not in out and cfg.mirror_faces is False
